@@ -1,0 +1,10 @@
+"""MindFormers: a YAML-config-driven LLM training suite on MindSpore that runs CPU-first."""
+__version__ = "0.1.0"
+
+from . import core, dataset, models, modules, tokenization, wrapper  # noqa: F401  (registers components)
+from .config import MindFormerConfig, load_config
+from .tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
+from .trainer import CausalLanguageModelingTrainer, Trainer
+
+__all__ = ["MindFormerConfig", "load_config", "MindFormerModuleType", "MindFormerRegister", "build_from_config",
+           "Trainer", "CausalLanguageModelingTrainer", "__version__"]

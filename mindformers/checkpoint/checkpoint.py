@@ -1,0 +1,140 @@
+"""Safetensors checkpoints: atomic save of weights + optimizer state + run state, strict load."""
+import json
+import os
+import shutil
+import time
+from typing import Dict, Iterable, Optional
+
+import numpy as np
+
+LATEST = "latest"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+
+
+def _to_numpy(params: Iterable) -> Dict[str, np.ndarray]:
+    return {p.name: np.ascontiguousarray(p.asnumpy()) for p in params}
+
+
+def save_checkpoint(directory: str, prefix: str, step: int, network, optimizer=None,
+                    state: Optional[dict] = None) -> str:
+    """Write `<directory>/<prefix>-step<step>/` with model, optimizer and state files; return its path.
+
+    Files go to a temporary directory first and are renamed into place when complete, so a kill
+    during the save never leaves a directory that looks complete; `latest` is then updated.
+    """
+    from safetensors.numpy import save_file
+
+    os.makedirs(directory, exist_ok=True)
+    name = f"{prefix}-step{step}"
+    final = os.path.join(directory, name)
+    tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    weights = _to_numpy(network.get_parameters())
+    save_file(weights, os.path.join(tmp, MODEL_FILE), metadata={"format": "mindformers"})
+    if optimizer is not None:
+        # the optimizer cell also holds the network's parameters; keep only its own state
+        opt_state = {n: a for n, a in _to_numpy(optimizer.get_parameters()).items() if n not in weights}
+        save_file(opt_state, os.path.join(tmp, OPTIMIZER_FILE))
+    with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
+        json.dump({"step": step, "time": time.time(), **(state or {})}, f, indent=1, sort_keys=True)
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _write_atomic(os.path.join(directory, LATEST), name + "\n")
+    return final
+
+
+def _write_atomic(path: str, text: str):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def list_checkpoints(directory: str, prefix: Optional[str] = None):
+    """Complete checkpoint directories under `directory`, oldest step first."""
+    if not os.path.isdir(directory):
+        return []
+    found = []
+    for name in os.listdir(directory):
+        full = os.path.join(directory, name)
+        if name.startswith(".") or not os.path.isfile(os.path.join(full, STATE_FILE)):
+            continue
+        if prefix and not name.startswith(prefix + "-step"):
+            continue
+        try:
+            step = int(name.rsplit("-step", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        found.append((step, full))
+    return [path for _, path in sorted(found)]
+
+
+def prune_checkpoints(directory: str, prefix: str, keep: int):
+    """Delete the oldest checkpoints beyond `keep` (keep <= 0 keeps all)."""
+    if keep and keep > 0:
+        for path in list_checkpoints(directory, prefix)[:-keep]:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def resolve_checkpoint(path: str) -> str:
+    """Turn a checkpoint directory, a `latest`-holding parent, or a weights file into a weights file."""
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"load_checkpoint: '{path}' does not exist")
+    if os.path.isfile(os.path.join(path, MODEL_FILE)):
+        return os.path.join(path, MODEL_FILE)
+    latest = os.path.join(path, LATEST)
+    if os.path.isfile(latest):
+        with open(latest, encoding="utf-8") as f:
+            return resolve_checkpoint(os.path.join(path, f.read().strip()))
+    ckpts = list_checkpoints(path)
+    if ckpts:
+        return os.path.join(ckpts[-1], MODEL_FILE)
+    raise FileNotFoundError(f"load_checkpoint: '{path}' holds no checkpoint "
+                            f"(expected {MODEL_FILE}, a '{LATEST}' file or <prefix>-step<N>/ directories)")
+
+
+def read_weights(path: str) -> Dict[str, np.ndarray]:
+    """Read a .safetensors or MindSpore .ckpt file into name -> numpy array."""
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"load_checkpoint: {path} is not a readable safetensors file ({e})") from None
+    if path.endswith(".ckpt"):
+        import mindspore as ms
+        return {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items()}
+    raise ValueError(f"load_checkpoint: {path}: unknown format; expected .safetensors or .ckpt")
+
+
+def load_weights(network, path: str, strict: bool = True) -> Dict[str, list]:
+    """Load weights into `network`; missing, unexpected or mis-shaped names are an error listing them."""
+    import mindspore as ms
+
+    file = resolve_checkpoint(path)
+    weights = read_weights(file)
+    params = {p.name: p for p in network.get_parameters()}
+    missing = sorted(set(params) - set(weights))
+    unexpected = sorted(set(weights) - set(params))
+    mismatched = [f"{n}: checkpoint {tuple(weights[n].shape)} vs model {tuple(params[n].shape)}"
+                  for n in sorted(set(params) & set(weights)) if tuple(weights[n].shape) != tuple(params[n].shape)]
+    problems = []
+    if mismatched:
+        problems.append("shape mismatch: " + "; ".join(mismatched[:10]))
+    if strict and missing:
+        problems.append(f"missing from checkpoint ({len(missing)}): {', '.join(missing[:10])}")
+    if strict and unexpected:
+        problems.append(f"not in model ({len(unexpected)}): {', '.join(unexpected[:10])}")
+    if problems:
+        raise ValueError(f"load_checkpoint: {file} does not fit the model: " + " | ".join(problems))
+    for name in set(params) & set(weights):
+        param = params[name]
+        param.set_data(ms.Tensor(weights[name].astype(ms.dtype_to_nptype(param.dtype), copy=False)))
+    return {"missing": missing, "unexpected": unexpected, "file": file}

@@ -1,0 +1,217 @@
+"""Training callbacks (upstream names): loss/throughput/MFU logging and checkpoint saving.
+
+They are MindSpore `Callback`s; the trainer fills `run_context.original_args()` with cur_step_num,
+cur_epoch_num, batch_num, epoch_num, net_outputs, network, optimizer, lr, tokens_per_step,
+flops_per_token and output_dir, so users' own MindSpore callbacks work too.
+"""
+import json
+import logging
+import os
+import time
+from typing import Optional
+
+import numpy as np
+from mindspore.train import Callback
+
+from ...checkpoint import prune_checkpoints, save_checkpoint
+from ...tools.register import MindFormerModuleType, MindFormerRegister
+
+logger = logging.getLogger("mindformers")
+
+# Peak dense FLOP/s per device used for MFU when the device is an accelerator (vendor figures).
+ACCELERATOR_PEAK_FLOPS = {"Ascend": 313e12, "GPU": 312e12}  # Ascend 910B bf16; A100 bf16
+
+
+class CallbackParams(dict):
+    """What callbacks read from `run_context.original_args()`: a dict with attribute access."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key, value):
+        self[key] = value
+
+
+def measure_cpu_peak_flops(size: int = 1024, repeats: int = 5) -> float:
+    """Best fp32 GEMM FLOP/s numpy reaches on this CPU: the MFU denominator on CPU.
+
+    A theoretical peak needs the clock and vector width, which a program can't read reliably;
+    the measured GEMM rate is the most a dense model could reach here, so MFU reads against it.
+    """
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    best = float("inf")
+    a @ a  # warm up the BLAS threads
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
+def _outputs(net_outputs):
+    """(loss, overflow, loss_scale, global_norm) from the wrapper's outputs (a loss alone is fine)."""
+    if not isinstance(net_outputs, (tuple, list)):
+        net_outputs = (net_outputs,)
+    vals = [float(np.asarray(o.asnumpy() if hasattr(o, "asnumpy") else o)) for o in net_outputs]
+    loss = vals[0]
+    overflow = bool(vals[1]) if len(vals) > 1 else False
+    scale = vals[2] if len(vals) > 2 else None
+    norm = vals[3] if len(vals) > 3 else None
+    return loss, overflow, scale, norm
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+@MindFormerRegister.register(MindFormerModuleType.CALLBACK)
+class MFLossMonitor(Callback):
+    """Logs step, loss, lr, grad norm, tokens/s, MFU (peak stated) and ETA; writes train_metrics.jsonl."""
+
+    def __init__(self, learning_rate=None, per_print_times: int = 1, micro_batch_num: int = 1,
+                 micro_batch_interleave_num: int = 1, origin_epochs: Optional[int] = None,
+                 dataset_size: Optional[int] = None, initial_epoch: int = 0, initial_step: int = 0,
+                 global_batch_size: int = 0, gradient_accumulation_steps: int = 1,
+                 check_for_nan_in_loss_and_grad: bool = False, calculate_per_token_loss: bool = False,
+                 print_separate_loss: bool = False, peak_flops: Optional[float] = None,
+                 metrics_file: Optional[str] = None):
+        super().__init__()
+        self.per_print_times = max(1, int(per_print_times))
+        self.check_for_nan = check_for_nan_in_loss_and_grad
+        self.peak_flops = peak_flops
+        self.metrics_file = metrics_file
+        self.initial_step = initial_step
+        self._step_start = None
+        self._run_start = None
+        self._steps_timed = 0
+        self._timed_total = 0.0
+        self.history = []
+
+    def on_train_begin(self, run_context):
+        cb = run_context.original_args()
+        if self.peak_flops is None:
+            device = getattr(cb, "device_target", "CPU")
+            self.peak_flops = ACCELERATOR_PEAK_FLOPS.get(device) or measure_cpu_peak_flops()
+            self._peak_note = "measured fp32 GEMM" if device == "CPU" else f"{device} spec"
+        else:
+            self._peak_note = "configured"
+        if self.metrics_file is None and getattr(cb, "output_dir", None):
+            self.metrics_file = os.path.join(cb.output_dir, "log", "train_metrics.jsonl")
+        if self.metrics_file:
+            os.makedirs(os.path.dirname(self.metrics_file) or ".", exist_ok=True)
+        logger.info("MFU is measured against a peak of %.3g TFLOP/s (%s)", self.peak_flops / 1e12, self._peak_note)
+        self._run_start = time.perf_counter()
+
+    def on_train_step_begin(self, run_context):
+        self._step_start = time.perf_counter()
+
+    def on_train_step_end(self, run_context):
+        cb = run_context.original_args()
+        step_time = time.perf_counter() - self._step_start
+        loss, overflow, scale, norm = _outputs(cb.net_outputs)
+        if self.check_for_nan and not np.isfinite(loss):
+            raise RuntimeError(f"loss is {loss} at step {cb.cur_step_num}; stopping (check_for_nan_in_loss_and_grad)")
+        tokens = getattr(cb, "tokens_per_step", 0)
+        tokens_per_s = tokens / step_time if step_time > 0 else 0.0
+        flops = getattr(cb, "flops_per_token", 0) * tokens_per_s
+        mfu = flops / self.peak_flops if self.peak_flops else 0.0
+        total = getattr(cb, "total_steps", None) or cb.batch_num * cb.epoch_num
+        # the first step compiles the graph: leave it out of the ETA estimate
+        if cb.cur_step_num > self.initial_step + 1:
+            self._steps_timed += 1
+            self._timed_total += step_time
+        mean_step = self._timed_total / self._steps_timed if self._steps_timed else step_time
+        elapsed = time.perf_counter() - self._run_start
+        eta = mean_step * (total - cb.cur_step_num)
+        record = {"step": cb.cur_step_num, "epoch": cb.cur_epoch_num, "loss": loss,
+                  "lr": float(getattr(cb, "lr", 0.0)), "grad_norm": norm, "overflow": overflow,
+                  "loss_scale": scale, "step_time_s": step_time, "tokens_per_s": tokens_per_s, "mfu": mfu,
+                  "elapsed_s": elapsed}
+        self.history.append(record)
+        if self.metrics_file:
+            with open(self.metrics_file, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        if cb.cur_step_num % self.per_print_times == 0 or cb.cur_step_num == total:
+            parts = [f"step {cb.cur_step_num}/{total}", f"epoch {cb.cur_epoch_num}/{cb.epoch_num}",
+                     f"loss {loss:.4f}", f"lr {record['lr']:.3e}"]
+            if norm is not None:
+                parts.append(f"grad_norm {norm:.3f}")
+            if overflow:
+                parts.append(f"overflow (loss_scale {scale:g}), step skipped")
+            parts += [f"{tokens_per_s:,.0f} tokens/s", f"MFU {100 * mfu:.2f}%",
+                      f"{1000 * step_time:.0f} ms/step", f"ETA {_fmt_time(eta)}"]
+            logger.info(" | ".join(parts))
+
+    def on_train_end(self, run_context):
+        if self.history:
+            steady = [r for r in self.history[1:]] or self.history
+            tps = sum(r["tokens_per_s"] for r in steady) / len(steady)
+            logger.info("trained %d steps in %s; mean %.0f tokens/s after the first step, MFU %.2f%% of %.3g "
+                        "TFLOP/s (%s); loss %.4f -> %.4f", len(self.history),
+                        _fmt_time(time.perf_counter() - self._run_start), tps,
+                        100 * sum(r["mfu"] for r in steady) / len(steady), self.peak_flops / 1e12,
+                        self._peak_note, self.history[0]["loss"], self.history[-1]["loss"])
+
+
+@MindFormerRegister.register(MindFormerModuleType.CALLBACK)
+class CheckpointMonitor(Callback):
+    """Saves `<directory>/<prefix>-step<N>/` (safetensors) every save_checkpoint_steps and at the end."""
+
+    def __init__(self, prefix: str = "mindformers", directory: Optional[str] = None,
+                 save_checkpoint_steps: int = 1000, save_checkpoint_seconds: int = 0,
+                 keep_checkpoint_max: int = 5, keep_checkpoint_per_n_minutes: int = 0,
+                 integrated_save: bool = True, save_network_params: bool = False,
+                 save_trainable_params: bool = False, async_save: bool = False, saved_network=None,
+                 append_info=None, enc_key=None, enc_mode: str = "AES-GCM", exception_save: bool = False,
+                 remove_redundancy: bool = False, checkpoint_format: str = "safetensors",
+                 global_batch_size: int = 0, save_optimizer: bool = True, save_at_end: bool = True):
+        super().__init__()
+        if checkpoint_format != "safetensors":
+            raise ValueError(f"CheckpointMonitor.checkpoint_format: '{checkpoint_format}' is not supported; "
+                             f"use 'safetensors'")
+        if enc_key:
+            raise ValueError("CheckpointMonitor.enc_key: encrypted checkpoints are not supported")
+        if async_save:
+            logger.warning("CheckpointMonitor.async_save: saves are synchronous in this version")
+        self.prefix = prefix
+        self.directory = directory
+        self.save_steps = int(save_checkpoint_steps or 0)
+        self.save_seconds = int(save_checkpoint_seconds or 0)
+        self.keep_max = int(keep_checkpoint_max or 0)
+        self.save_optimizer = save_optimizer
+        self.save_at_end = save_at_end
+        self._last_saved_step = None
+        self._last_save_time = time.time()
+        self.saved = []
+
+    def _directory(self, cb) -> str:
+        return self.directory or os.path.join(getattr(cb, "output_dir", "./output"), "checkpoint")
+
+    def _save(self, cb):
+        if getattr(cb, "rank_id", 0) != 0:
+            return  # data-parallel ranks hold identical weights: rank 0 writes
+        step = cb.cur_step_num
+        state = {"epoch": cb.cur_epoch_num, "consumed_samples": getattr(cb, "consumed_samples", None),
+                 "config_hash": getattr(cb, "config_hash", None), "loss": _outputs(cb.net_outputs)[0]}
+        path = save_checkpoint(self._directory(cb), self.prefix, step, cb.network,
+                               cb.optimizer if self.save_optimizer else None, state)
+        prune_checkpoints(self._directory(cb), self.prefix, self.keep_max)
+        self._last_saved_step, self._last_save_time = step, time.time()
+        self.saved.append(path)
+        logger.info("saved checkpoint %s", path)
+
+    def on_train_step_end(self, run_context):
+        cb = run_context.original_args()
+        due_steps = self.save_steps and cb.cur_step_num % self.save_steps == 0
+        due_time = self.save_seconds and time.time() - self._last_save_time >= self.save_seconds
+        if due_steps or due_time:
+            self._save(cb)
+
+    def on_train_end(self, run_context):
+        cb = run_context.original_args()
+        if self.save_at_end and cb.cur_step_num and cb.cur_step_num != self._last_saved_step:
+            self._save(cb)

@@ -1,0 +1,74 @@
+"""Pieces every model family shares: config plumbing, dtype checks, the causal-LM loss, weight loading."""
+import inspect
+import logging
+import os
+from typing import Any, Dict, Iterable
+
+import mindspore as ms
+from mindspore import nn, ops
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
+
+
+def check_dtype(key: str, value: Any) -> str:
+    """Return `value` if it names a supported dtype, else raise naming the config key."""
+    if value not in DTYPES:
+        raise ValueError(f"model_config.{key} must be one of {', '.join(DTYPES)}, got {value!r}")
+    return value
+
+
+def check_dtypes_on_device(config: "BaseConfig", keys: Iterable[str], device: str):
+    """bfloat16 has no CPU kernels in MindSpore: stop with the fix; float16 runs on CPU but slower: warn."""
+    if device != "CPU":
+        return
+    values = {key: getattr(config, key) for key in keys}
+    bf16 = [key for key, value in values.items() if value == "bfloat16"]
+    if bf16:
+        fixes = ", ".join(f"{key}: float32" for key in bf16)
+        raise ValueError(f"model_config sets bfloat16 ({', '.join(bf16)}), which has no CPU kernels in "
+                         f"MindSpore; on CPU set {fixes} (bfloat16 needs device_target Ascend)")
+    fp16 = [key for key, value in values.items() if value == "float16"]
+    if fp16:
+        logger.warning("model_config %s = float16 on CPU: it runs, but slower than float32 and with more "
+                       "memory; float32 is the CPU default", ", ".join(fp16))
+
+
+class BaseConfig:
+    """A model config: constructor keys are the YAML keys; `to_dict` gives them back."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The constructor arguments as a plain dict (`type(config)(**config.to_dict())` rebuilds it)."""
+        keys = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {key: getattr(self, key) for key in keys}
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
+        return f"{type(self).__name__}({body})"
+
+
+def causal_lm_loss(logits, targets, ignore_index: int = -100):
+    """Mean cross-entropy (fp32) of logits (B, T, V) against targets (B, T), skipping ignore_index targets."""
+    logits = ops.cast(logits, ms.float32).reshape(-1, logits.shape[-1])  # (B*T, V)
+    targets = targets.reshape(-1, 1)
+    valid = targets != ignore_index
+    keep = ops.cast(valid, ms.float32)
+    # Gather needs a valid index everywhere; masked positions point at class 0 and are zeroed by `keep`.
+    safe = ops.cast(targets * ops.cast(valid, targets.dtype), ms.int32)
+    nll = -ops.gather_elements(ops.log_softmax(logits, -1), 1, safe)  # (B*T, 1)
+    # All-masked batches (e.g. a prompt-only sample) give 0, not NaN.
+    return (nll * keep).sum() / ops.maximum(keep.sum(), 1.0)
+
+
+def load_weights(net: nn.Cell, path: str):
+    """Load a .ckpt or .safetensors file saved from this model into `net`; any name mismatch is an error."""
+    if not os.path.isfile(path):
+        raise ValueError(f"model_config.checkpoint_name_or_path '{path}' is not a file; give a .ckpt or "
+                         f".safetensors file saved from this model (model names are not downloaded)")
+    fmt = "safetensors" if path.endswith(".safetensors") else "ckpt"
+    params = ms.load_checkpoint(path, format=fmt)
+    not_loaded, unexpected = ms.load_param_into_net(net, params)
+    if not_loaded or unexpected:
+        raise ValueError(f"checkpoint {path} does not match the model: missing {sorted(not_loaded)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")

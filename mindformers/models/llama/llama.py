@@ -1,0 +1,153 @@
+"""Llama decoder (Touvron et al. 2023) on MindSpore: pre-norm blocks of GQA attention with RoPE and SwiGLU.
+
+Parameter names match Hugging Face's LlamaForCausalLM one to one (`model.layers.0.self_attn.q_proj.weight`,
+...), and weights are stored (out, in) like torch, so HF safetensors load without renaming or transposing.
+"""
+from typing import Union
+
+import mindspore as ms
+from mindspore import nn, ops
+
+from mindformers.modules import CausalSelfAttention, Embedding, Linear, RMSNorm, RotaryEmbedding, SwiGLU, \
+    causal_mask
+from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+
+from ..base import DTYPES, causal_lm_loss, check_dtypes_on_device, load_weights
+from .llama_config import LlamaConfig
+
+_DTYPE_KEYS = ("compute_dtype", "layernorm_compute_type", "softmax_compute_type", "rotary_dtype",
+               "param_init_type", "embedding_init_type")
+
+
+class LlamaDecoderLayer(nn.Cell):
+    """x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        c, hs = config.hidden_size, config.head_dim
+        param, compute = DTYPES[config.param_init_type], DTYPES[config.compute_dtype]
+        norm_dtype = DTYPES[config.layernorm_compute_type]
+
+        def linear(n_in, n_out, bias=False):
+            return Linear(n_in, n_out, bias, config.initializer_range, param, compute)
+
+        self.input_layernorm = RMSNorm(c, config.rms_norm_eps, param, norm_dtype)
+        self.self_attn = CausalSelfAttention(
+            config.num_heads, config.n_kv_heads, hs,
+            q_proj=linear(c, config.num_heads * hs, config.qkv_has_bias),
+            k_proj=linear(c, config.n_kv_heads * hs, config.qkv_has_bias),
+            v_proj=linear(c, config.n_kv_heads * hs, config.qkv_has_bias),
+            o_proj=linear(config.num_heads * hs, c),
+            softmax_dtype=DTYPES[config.softmax_compute_type],
+            use_flash_attention=config.use_flash_attention)
+        self.post_attention_layernorm = RMSNorm(c, config.rms_norm_eps, param, norm_dtype)
+        f = config.ffn_hidden_size
+        self.mlp = SwiGLU(gate_proj=linear(c, f), up_proj=linear(c, f), down_proj=linear(f, c))
+
+    def construct(self, x, cos, sin, mask):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Cell):
+    """Token ids (B, T) -> final hidden states (B, T, C)."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.compute_dtype = DTYPES[config.compute_dtype]
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, config.initializer_range,
+                                      DTYPES[config.embedding_init_type])
+        self.layers = nn.CellList([LlamaDecoderLayer(config) for _ in range(config.num_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, DTYPES[config.param_init_type],
+                            DTYPES[config.layernorm_compute_type])
+        self.rotary_emb = RotaryEmbedding(config.head_dim, config.max_position_embedding, config.theta,
+                                          config.extend_method, config.scaling_factor, DTYPES[config.rotary_dtype])
+        self.max_position = config.max_position_embedding
+
+    def construct(self, input_ids):
+        T = input_ids.shape[1]
+        if T > self.max_position:
+            raise ValueError(f"input has {T} tokens but model_config.max_position_embedding is "
+                             f"{self.max_position}; raise it or shorten the input")
+        x = ops.cast(self.embed_tokens(input_ids), self.compute_dtype)  # (B, T, C)
+        cos, sin = self.rotary_emb(T)  # (T, hs) each, shared by every layer
+        mask = causal_mask(T)  # (T, T)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask)
+        return self.norm(x)
+
+
+def _recompute_layer_count(recompute_config, num_layers: int) -> int:
+    """How many decoder layers recompute their activations in backward (upstream `recompute_config`)."""
+    if recompute_config is None:
+        return 0
+    cfg = recompute_config if isinstance(recompute_config, dict) else vars(recompute_config)
+    if cfg.get("select_recompute") not in (None, False, [], {}):
+        raise ValueError("recompute_config.select_recompute (recomputing chosen ops) is not implemented; "
+                         "set select_recompute: False and use recompute: True for whole layers")
+    recompute = cfg.get("recompute", False)
+    if isinstance(recompute, bool):
+        return num_layers if recompute else 0
+    # Upstream lists layers per pipeline stage; with one stage only the total matters.
+    count = sum(recompute) if isinstance(recompute, (list, tuple)) else recompute
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"recompute_config.recompute must be a bool, a layer count or a list of counts, "
+                         f"got {recompute!r}")
+    return min(count, num_layers)
+
+
+@MindFormerRegister.register(MindFormerModuleType.MODELS)
+class LlamaForCausalLM(nn.Cell):
+    """Llama with a language-model head.
+
+    Training (`set_train(True)`): `construct(input_ids (B, S+1), labels=None)` predicts input_ids[:, 1:] (or
+    labels[:, 1:] when given, for prompt masking) from input_ids[:, :-1] and returns the mean fp32
+    cross-entropy over targets != ignore_token_id. Inference (`set_train(False)`, the state after
+    construction): returns fp32 logits (B, T, vocab) for input_ids (B, T).
+    """
+
+    def __init__(self, config: Union[LlamaConfig, dict]):
+        super().__init__()
+        if isinstance(config, dict):
+            config = LlamaConfig(**config)
+        check_dtypes_on_device(config, _DTYPE_KEYS, ms.get_context("device_target"))
+        self.config = config
+        self.ignore_index = config.ignore_token_id
+        self.model = LlamaModel(config)
+        self.tie_word_embeddings = config.tie_word_embeddings
+        if not config.tie_word_embeddings:
+            self.lm_head = Linear(config.hidden_size, config.vocab_size, False, config.initializer_range,
+                                  DTYPES[config.param_init_type], DTYPES[config.compute_dtype])
+        self.head_matmul = ops.MatMul(transpose_b=True)
+        # Index, don't slice: slicing a CellList builds a new one, which renames the parameters ("0.mlp...").
+        for i in range(_recompute_layer_count(config.recompute_config, config.num_layers)):
+            self.model.layers[i].recompute()
+        if config.checkpoint_name_or_path:
+            load_weights(self, config.checkpoint_name_or_path)
+        # A new Cell has training=False but compile phase 'train'; MindSpore caches graphs by phase, so a
+        # later set_train(True) would reuse the inference graph. Aligning both here makes the switch recompile.
+        self.set_train(False)
+
+    def logits(self, input_ids):
+        """fp32 logits (B, T, vocab) for input_ids (B, T)."""
+        h = self.model(input_ids)  # (B, T, C)
+        if self.tie_word_embeddings:
+            B, T, C = h.shape
+            w = ops.cast(self.model.embed_tokens.weight, h.dtype)
+            return ops.cast(self.head_matmul(h.reshape(B * T, C), w), ms.float32).reshape(B, T, -1)
+        return ops.cast(self.lm_head(h), ms.float32)
+
+    def construct(self, input_ids, labels=None):
+        if not self.training:
+            return self.logits(input_ids)
+        targets = input_ids[:, 1:] if labels is None else labels[:, 1:]
+        return causal_lm_loss(self.logits(input_ids[:, :-1]), targets, self.ignore_index)
+
+    def num_params(self, exclude_embeddings: bool = False) -> int:
+        """Sum of parameter sizes; `exclude_embeddings` drops the input embedding table."""
+        return sum(p.size for name, p in self.parameters_and_names()
+                   if not (exclude_embeddings and name == "model.embed_tokens.weight"))
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token at seq_length (see LlamaConfig.flops_per_token)."""
+        return self.config.flops_per_token()

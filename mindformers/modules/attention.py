@@ -1,0 +1,86 @@
+"""Causal self-attention with grouped-query heads, as plain matmul + softmax (runs on every backend)."""
+import math
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from .rotary import apply_rotary
+
+# Most negative finite value per softmax dtype: masked scores underflow to exactly 0 after exp, and a fully
+# masked row (padding) stays finite instead of becoming NaN as it would with -inf.
+_MASK_VALUE = {ms.float32: float(np.finfo(np.float32).min), ms.float16: float(np.finfo(np.float16).min),
+               ms.bfloat16: -3.3895e38}
+
+
+def causal_mask(seq_len: int):
+    """(T, T) bool mask, True where query t may attend to key s (s <= t)."""
+    pos = ops.arange(seq_len)
+    return pos.reshape(-1, 1) >= pos.reshape(1, -1)
+
+
+def check_flash_attention(use_flash_attention: bool):
+    """Flash attention is an Ascend fused kernel: refuse it elsewhere instead of silently using the slow path."""
+    if not use_flash_attention:
+        return
+    device = ms.get_context("device_target")
+    if device != "Ascend":
+        raise ValueError(f"model_config.use_flash_attention=True needs an Ascend device (device_target is "
+                         f"'{device}': the fused kernel has no {device} implementation); "
+                         f"set use_flash_attention: False")
+    raise ValueError("model_config.use_flash_attention=True is not implemented yet in this project; "
+                     "set use_flash_attention: False (the matmul + softmax path runs on Ascend too)")
+
+
+class CausalSelfAttention(nn.Cell):
+    """Multi-head attention with n_kv_heads <= n_heads key/value heads (GQA) and rotary positions.
+
+    The projections are passed in (any cells mapping (B, T, in) -> (B, T, out)), so adapters such as LoRA
+    wrap them without the attention knowing.
+    """
+
+    def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, q_proj: nn.Cell, k_proj: nn.Cell,
+                 v_proj: nn.Cell, o_proj: nn.Cell, softmax_dtype: ms.dtype = ms.float32,
+                 use_flash_attention: bool = False):
+        super().__init__()
+        if n_heads % n_kv_heads:
+            raise ValueError(f"num_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
+        check_flash_attention(use_flash_attention)
+        self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads
+        self.n_rep = n_heads // n_kv_heads
+        self.head_dim = head_dim
+        self.scale = 1.0 / math.sqrt(head_dim)
+        self.softmax_dtype = softmax_dtype
+        self.mask_value = Tensor(_MASK_VALUE[softmax_dtype], softmax_dtype)
+        self.q_proj = q_proj
+        self.k_proj = k_proj
+        self.v_proj = v_proj
+        self.o_proj = o_proj
+        self.scores = ops.BatchMatMul(transpose_b=True)
+        self.weighted_sum = ops.BatchMatMul()
+
+    def construct(self, x, cos, sin, mask):
+        """x (B, T, C); cos, sin (T, hs); mask bool (T, S) or (B, T, S), True = may attend. Returns (B, T, C)."""
+        B, T, _ = x.shape
+        nh, nkv, hs = self.n_heads, self.n_kv_heads, self.head_dim
+        q = self.q_proj(x).reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+        k = self.k_proj(x).reshape(B, T, nkv, hs).transpose(0, 2, 1, 3)  # (B, nkv, T, hs)
+        v = self.v_proj(x).reshape(B, T, nkv, hs).transpose(0, 2, 1, 3)  # (B, nkv, T, hs)
+        cos, sin = ops.cast(cos, q.dtype), ops.cast(sin, q.dtype)
+        q = apply_rotary(q, cos, sin) * self.scale
+        k = apply_rotary(k, cos, sin)
+
+        # GQA without copying k/v: the n_rep query heads that share kv head g are consecutive (head h uses
+        # kv head h // n_rep, as Hugging Face's repeat_kv), so fold them into the query-time axis.
+        q = q.reshape(B, nkv, self.n_rep * T, hs)
+        att = self.scores(q, k)  # (B, nkv, n_rep*T, S)
+        S = att.shape[-1]
+        att = ops.cast(att, self.softmax_dtype).reshape(B, nkv, self.n_rep, T, S)
+        allowed = mask.reshape((-1, 1, 1) + mask.shape[-2:])  # (1 or B, 1, 1, T, S)
+        att = ops.select(allowed, att, self.mask_value)
+        att = ops.softmax(att, -1)
+        att = ops.cast(att, v.dtype).reshape(B, nkv, self.n_rep * T, S)
+        y = self.weighted_sum(att, v)  # (B, nkv, n_rep*T, hs)
+        y = y.reshape(B, nh, T, hs).transpose(0, 2, 1, 3).reshape(B, T, nh * hs)  # (B, T, nh*hs)
+        return self.o_proj(y)

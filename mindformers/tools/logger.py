@@ -1,0 +1,27 @@
+"""The `mindformers` logger: one line per record on stderr, and a file under output_dir/log."""
+import logging
+import os
+import sys
+
+logger = logging.getLogger("mindformers")
+
+
+def setup_logging(output_dir: str = None, rank_id: int = 0, level: int = logging.INFO):
+    """Log to stderr (rank 0 only in distributed runs) and to output_dir/log/rank_<id>.log."""
+    logger.setLevel(level)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    if rank_id == 0:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(fmt)
+        logger.addHandler(stream)
+    if output_dir:
+        log_dir = os.path.join(output_dir, "log")
+        os.makedirs(log_dir, exist_ok=True)
+        file = logging.FileHandler(os.path.join(log_dir, f"rank_{rank_id}.log"), encoding="utf-8")
+        file.setFormatter(fmt)
+        logger.addHandler(file)
+    return logger

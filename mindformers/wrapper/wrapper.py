@@ -1,0 +1,112 @@
+"""MFTrainOneStepCell: one optimizer step with loss scaling, overflow skipping, clipping and accumulation."""
+from typing import Union
+
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+
+from .loss_scale import build_loss_scaler
+
+__all__ = ["MFTrainOneStepCell"]
+
+# Upstream options this implementation does not provide: key -> the only accepted (default) value.
+_UNSUPPORTED = {"local_norm": False, "calculate_per_token_loss": False, "use_skip_data_by_global_norm": False,
+                "print_separate_loss": False}
+
+
+@MindFormerRegister.register(MindFormerModuleType.WRAPPER)
+class MFTrainOneStepCell(nn.Cell):
+    """Wraps a loss network and an optimizer into one compiled training step.
+
+    `construct(*inputs)` runs `network(*inputs)` (a scalar loss), back-propagates `loss * scale`, reduces
+    gradients across data-parallel ranks, unscales them, skips the update if any is NaN/Inf (and lets the
+    loss scaler back off), optionally clips them to `max_grad_norm` by global norm, applies the optimizer
+    and returns `(loss, overflow, loss_scale, global_norm)`: the mean loss, whether the step was skipped,
+    the scale used and the unclipped global gradient norm.
+
+    With `gradient_accumulation_steps=k` every input holds k micro-batches stacked on axis 0; their
+    gradients are averaged inside the same graph before a single optimizer step, which equals one step on
+    the whole batch when the network's loss is a mean over equal-size micro-batches.
+    `scale_sense` is a number (fixed scale), a `{type: DynamicLossScaleUpdateCell | FixedLossScaleUpdateCell}`
+    config or such a cell.
+    """
+
+    def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, use_clip_grad: bool = False,
+                 max_grad_norm: float = 1.0, scale_sense: Union[int, float, Tensor, dict, nn.Cell] = 1.0,
+                 local_norm: bool = False, calculate_per_token_loss: bool = False,
+                 global_norm_spike_threshold: float = 1.0, use_skip_data_by_global_norm: bool = False,
+                 print_separate_loss: bool = False, gradient_accumulation_steps: int = 1):
+        super().__init__(auto_prefix=False)
+        # global_norm_spike_threshold only tunes use_skip_data_by_global_norm: accepted so upstream YAMLs load.
+        given = {"local_norm": local_norm, "calculate_per_token_loss": calculate_per_token_loss,
+                 "use_skip_data_by_global_norm": use_skip_data_by_global_norm,
+                 "print_separate_loss": print_separate_loss}
+        device = ms.get_context("device_target")
+        for key, value in given.items():
+            if value != _UNSUPPORTED[key]:
+                raise ValueError(f"MFTrainOneStepCell: {key}={value!r} is not supported on {device}; "
+                                 f"remove it from runner_wrapper or set it to {_UNSUPPORTED[key]!r}")
+        if max_grad_norm <= 0:
+            raise ValueError(f"MFTrainOneStepCell: max_grad_norm must be > 0, got {max_grad_norm}")
+        if int(gradient_accumulation_steps) < 1:
+            raise ValueError(f"MFTrainOneStepCell: gradient_accumulation_steps must be >= 1, "
+                             f"got {gradient_accumulation_steps}")
+        self.network = network
+        self.network.set_grad()
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
+        self.loss_scaler = build_loss_scaler(scale_sense)
+        self.use_clip_grad = bool(use_clip_grad)
+        self.max_grad_norm = float(max_grad_norm)
+        self.accumulation_steps = int(gradient_accumulation_steps)
+        self.grad_reducer = ops.identity
+        if ms.get_auto_parallel_context("parallel_mode") in ("data_parallel", "hybrid_parallel"):
+            # degree=None: average over the communication group's size (device_num may be left unset).
+            self.grad_reducer = nn.DistributedGradReducer(self.weights, ms.get_auto_parallel_context("gradients_mean"))
+
+    def construct(self, *inputs):
+        """One training step on `inputs`; returns (loss, overflow, loss_scale, global_norm)."""
+        # Copy the scale now: the scaler overwrites its Parameter at the end of the step.
+        scale = self.loss_scaler.scale_sense * 1.0
+        if self.accumulation_steps == 1:
+            loss, grads = self._loss_and_grads(inputs, scale)
+        else:
+            loss, grads = self._accumulate(inputs, scale)
+        grads = self.grad_reducer(grads)
+        squares = [ops.square(ops.cast(g, ms.float32)).sum() for g in grads]
+        global_norm = ops.sqrt(ops.stack(squares).sum()) / scale
+        # A NaN/Inf anywhere makes the norm non-finite, so one check covers every gradient.
+        overflow = ops.logical_not(ops.isfinite(global_norm))
+        # Unscaling and clipping are one multiplication: a single pass over the gradients.
+        factor = 1.0 / scale
+        if self.use_clip_grad:
+            factor = factor * ops.minimum(self.max_grad_norm / (global_norm + 1e-6), 1.0)
+        grads = tuple([g * ops.cast(factor, g.dtype) for g in grads])
+        if not overflow:
+            self.optimizer(grads)
+        # use the scaler's output so its update stays in the graph (a fixed scaler has no side effect)
+        overflow = self.loss_scaler(overflow)
+        return loss, overflow, scale, global_norm
+
+    def _loss_and_grads(self, inputs, scale):
+        loss = self.network(*inputs)
+        grads = self.grad(self.network, self.weights)(*inputs, ops.cast(scale, loss.dtype))
+        return ops.cast(loss, ms.float32), grads
+
+    def _accumulate(self, inputs, scale):
+        k = self.accumulation_steps
+        batch = inputs[0].shape[0]
+        if batch % k != 0:
+            raise ValueError(f"MFTrainOneStepCell: batch of {batch} rows does not split into "
+                             f"gradient_accumulation_steps={k} equal micro-batches")
+        micro = batch // k
+        loss, grads = self._loss_and_grads(tuple([x[0:micro] for x in inputs]), scale)
+        grads = [ops.cast(g, ms.float32) for g in grads]
+        for i in range(1, k):  # unrolled: k forward/backward passes in one graph
+            chunk = tuple([x[i * micro:(i + 1) * micro] for x in inputs])
+            micro_loss, micro_grads = self._loss_and_grads(chunk, scale)
+            loss = loss + micro_loss
+            grads = [a + ops.cast(b, ms.float32) for a, b in zip(grads, micro_grads)]
+        return loss / k, [ops.cast(g / k, w.dtype) for g, w in zip(grads, self.weights)]

@@ -1,0 +1,31 @@
+"""Install with `pip install -e .` (tests: `pip install -e ".[test]"`)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="mindformers",
+    version="0.1.0",
+    description="YAML-config-driven LLM training suite on MindSpore that runs CPU-first",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9,<3.12",
+    packages=find_packages(include=["mindformers", "mindformers.*"]),
+    package_data={"mindformers": ["assets/**/*"]},
+    include_package_data=True,
+    install_requires=[
+        "mindspore==2.10.0",
+        "numpy>=1.24,<2",  # mindspore 2.10's C++ side is built against numpy 1.x
+        "pyyaml>=6.0",
+        "omegaconf>=2.3",
+        "sentencepiece>=0.2",
+        "tokenizers>=0.19",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2"],
+        # reference tools for fixture scripts and benchmarks, never runtime dependencies
+        "bench": ["torch==2.13.0", "transformers>=4.45"],
+    },
+    py_modules=["run_mindformer"],
+    entry_points={"console_scripts": ["mindformers-run=run_mindformer:main"]},
+)
