@@ -95,11 +95,8 @@ SCHEMA: Dict[str, Any] = {
         "model_config": Typed(T.CONFIG, optional_type=True),
         "arch": Typed(T.MODELS),
     },
-    "processor": {
-        **_keys("type return_tensors max_length"),
-        "tokenizer": Typed(T.TOKENIZER),
-        "image_processor": FREE,
-    },
+    # the trainer builds the tokenizer itself; `type`, if given, must name a registered processor
+    "processor": Typed(T.PROCESSOR, {"tokenizer": Typed(T.TOKENIZER)}, optional_type=True),
     "generation_config": _keys("max_length max_new_tokens min_new_tokens do_sample temperature top_k top_p",
                                "repetition_penalty num_beams eos_token_id pad_token_id bos_token_id",
                                "use_past stop_strings length_penalty"),
@@ -148,6 +145,9 @@ def _check_typed(value, schema: Typed, path, cfg, errors):
         if not schema.optional_type and any(k not in schema.nested for k in value):
             errors.append(f"{cfg.where(*path)}: '{_dotted(path)}' needs a 'type' key naming a registered "
                           f"{schema.module_type.name} (one of: {', '.join(MindFormerRegister.names(schema.module_type))})")
+        for key, sub in value.items():
+            if key in schema.nested:
+                _check(sub, schema.nested[key], path + (key,), cfg, errors)
         return
     try:
         obj = MindFormerRegister.get_cls(schema.module_type, type_name)

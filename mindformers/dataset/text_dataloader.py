@@ -8,7 +8,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from mindformers.tokenization.base import resolve_repo_path
+from mindformers.tools.paths import resolve_repo_path
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
 
 logger = logging.getLogger(__name__)

@@ -4,31 +4,16 @@ A backend (sentencepiece, HF `tokenizers`, ...) subclasses `PreTrainedTokenizerB
 calls `super().__init__` and supplies only plain-text encode/decode and the vocabulary lookups.
 """
 import abc
-import os
 import re
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
-
-# The directory that holds the `mindformers` package: relative asset paths in configs are written from here.
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TextInput = Union[str, Sequence[str]]
 _PADDING = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
 # Spaces a word-level tokenizer would leave before punctuation and English contractions.
 _CLEANUP = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
             (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
-
-
-def resolve_repo_path(path: str, what: str) -> str:
-    """Absolute path of `path`; a relative path is looked up in the current directory, then the repo root."""
-    expanded = os.path.expanduser(str(path))
-    candidates = [expanded] if os.path.isabs(expanded) else \
-        [os.path.abspath(expanded), os.path.join(REPO_ROOT, expanded)]
-    for candidate in candidates:
-        if os.path.exists(candidate):
-            return candidate
-    raise FileNotFoundError(f"{what} '{path}' not found (tried {' and '.join(candidates)})")
 
 
 class PreTrainedTokenizerBase(abc.ABC):

@@ -5,7 +5,8 @@ from typing import Any, Dict, List, Optional
 import sentencepiece as spm
 
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
-from .base import PreTrainedTokenizerBase, resolve_repo_path
+from ..tools.paths import resolve_repo_path
+from .base import PreTrainedTokenizerBase
 
 
 @MindFormerRegister.register(MindFormerModuleType.TOKENIZER)

@@ -79,14 +79,15 @@ class CausalLanguageModelingTrainer:
         if steps_per_epoch == 0:
             raise ValueError(f"train_dataset: fewer samples than one global batch ({batch_size * accum}); "
                              f"lower runner_config.batch_size or add data")
-        total_steps = steps_per_epoch * epochs
+        planned_steps = steps_per_epoch * epochs
+        # stop_step ends the run early but leaves the LR schedule spanning the planned run, so a run
+        # stopped at N and resumed matches one that never stopped
         stop_step = int(runner.get("stop_step") or 0)
-        if stop_step:
-            total_steps = min(total_steps, stop_step)
+        total_steps = min(planned_steps, stop_step) if stop_step else planned_steps
 
         lr_cfg = dict(config.lr_schedule)
         if lr_cfg.get("total_steps") in (None, -1):
-            lr_cfg["total_steps"] = total_steps
+            lr_cfg["total_steps"] = planned_steps
         lr = build_from_config(lr_cfg, T.LR)
         opt_cfg = dict(config.optimizer)
         from ..core.optim import get_optimizer_grouped_parameters

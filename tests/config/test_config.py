@@ -143,3 +143,10 @@ def test_attribute_access_and_missing_is_none():
     cfg.merge_from_dict({"a.b.0.c": 9, "new.key": "v"})
     assert cfg.a.b[0].c == 9 and cfg.new.key == "v"
     assert cfg.hash() == MindFormerConfig(cfg.to_dict()).hash()
+
+
+def test_processor_type_and_tokenizer_keys_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'LlamaProcessor'"):
+        load_config(write(tmp_path / "p.yaml", "processor: {type: LlamaProcesor}\n"))
+    with pytest.raises(ConfigError, match="processor.tokenizer.vocab_fle'; did you mean 'vocab_file'"):
+        load_config(write(tmp_path / "t.yaml", "processor:\n  tokenizer: {type: LlamaTokenizer, vocab_fle: x}\n"))

@@ -10,7 +10,7 @@ from mindformers.core.lr import (ConstantWarmUpLR, CosineWithRestartsAndWarmUpLR
                                  LinearWithWarmUpLR, PolynomialWithWarmUpLR, WarmUpStableDecayLR)
 from mindformers.tools.register import MindFormerModuleType, build_from_config
 
-ms.set_context(mode=ms.GRAPH_MODE)
+pytestmark = pytest.mark.usefixtures("graph_mode")
 ms.set_device("CPU")
 
 LR, LR_INIT, WARMUP, TOTAL = 0.005, 0.001, 10, 30

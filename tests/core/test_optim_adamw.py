@@ -8,7 +8,7 @@ from mindformers.core.lr import LinearWithWarmUpLR
 from mindformers.core.optim import AdamW, FP32StateAdamWeightDecay, get_optimizer_grouped_parameters
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
 
-ms.set_context(mode=ms.GRAPH_MODE)
+pytestmark = pytest.mark.usefixtures("graph_mode")
 ms.set_device("CPU")
 
 

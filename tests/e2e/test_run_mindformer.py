@@ -65,3 +65,21 @@ def test_tiny_pretrain_then_eval_predict_finetune(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     ft = [json.loads(line) for line in open(os.path.join(ft_dir, "log", "train_metrics.jsonl"))]
     assert len(ft) == 5 and ft[0]["loss"] < first - 1.0  # starts from the trained weights
+
+
+@pytest.mark.slow
+def test_two_worker_data_parallel_launch(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out_dir = tmp_path / "dp"
+    cmd = (f"run_mindformer.py --config {TINY} --use_parallel True --output_dir {out_dir} "
+           f"--runner_config.stop_step 3 --runner_config.batch_size 4")
+    out = subprocess.run(["bash", "msrun_launcher.sh", cmd, "2", str(port), str(tmp_path / "logs"), "True", "300"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    records = [json.loads(line) for line in open(out_dir / "log" / "train_metrics.jsonl")]
+    assert [r["step"] for r in records] == [1, 2, 3]  # rank 0 alone writes the shared log
+    assert (out_dir / "log" / "rank_1.log").exists()
+    assert (out_dir / "checkpoint" / "llama_tiny-step3" / "model.safetensors").exists()

@@ -13,12 +13,7 @@ TINY = dict(seq_length=16, hidden_size=32, num_layers=2, num_heads=4, n_kv_heads
             multiple_of=8, initializer_range=0.1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def cpu_graph():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("graph_mode")
 
 
 @pytest.fixture(scope="module")

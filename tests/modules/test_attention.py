@@ -7,12 +7,7 @@ from mindspore import Tensor, nn
 from mindformers.modules import CausalSelfAttention, Linear, RotaryEmbedding, causal_mask
 
 
-@pytest.fixture(autouse=True, scope="module")
-def cpu_graph():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("graph_mode")
 
 
 class Block(nn.Cell):

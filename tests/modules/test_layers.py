@@ -7,12 +7,7 @@ from mindspore import Tensor
 from mindformers.modules import Embedding, Linear, RMSNorm, SwiGLU, llama_ffn_hidden_size
 
 
-@pytest.fixture(autouse=True, scope="module")
-def cpu_pynative():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 def np_rms_norm(x, w, eps):

@@ -1,5 +1,4 @@
 """Rotary embedding tables and rotation against a complex-number numpy reference."""
-import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Tensor
@@ -7,12 +6,7 @@ from mindspore import Tensor
 from mindformers.modules import RotaryEmbedding, apply_rotary, rope_tables
 
 
-@pytest.fixture(autouse=True, scope="module")
-def cpu_pynative():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 def np_rope(x, theta=10000.0, positions=None):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mindformers.tokenization import LlamaTokenizer
-from mindformers.tokenization.base import REPO_ROOT
+from mindformers.tools.paths import REPO_ROOT
 from mindformers.tools.register import MindFormerModuleType, build_from_config
 
 VOCAB = "mindformers/assets/tiny_corpus/tokenizer.model"

@@ -5,7 +5,7 @@ import sys
 
 import sentencepiece as spm
 
-from mindformers.tokenization.base import REPO_ROOT
+from mindformers.tools.paths import REPO_ROOT
 
 ASSETS = os.path.join(REPO_ROOT, "mindformers", "assets", "tiny_corpus")
 

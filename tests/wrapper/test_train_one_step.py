@@ -9,7 +9,7 @@ from mindformers.core.optim import AdamW
 from mindformers.tools.register import MindFormerModuleType, build_from_config
 from mindformers.wrapper import DynamicLossScaleUpdateCell, FixedLossScaleUpdateCell, MFTrainOneStepCell
 
-ms.set_context(mode=ms.GRAPH_MODE)
+pytestmark = pytest.mark.usefixtures("graph_mode")
 ms.set_device("CPU")
 
 RNG = np.random.default_rng(0)

@@ -99,7 +99,8 @@ class MFLossMonitor(Callback):
             self._peak_note = "measured fp32 GEMM" if device == "CPU" else f"{device} spec"
         else:
             self._peak_note = "configured"
-        if self.metrics_file is None and getattr(cb, "output_dir", None):
+        # ranks of a data-parallel job log the same steps: only rank 0 writes the shared metrics file
+        if self.metrics_file is None and getattr(cb, "output_dir", None) and getattr(cb, "rank_id", 0) == 0:
             self.metrics_file = os.path.join(cb.output_dir, "log", "train_metrics.jsonl")
         if self.metrics_file:
             os.makedirs(os.path.dirname(self.metrics_file) or ".", exist_ok=True)

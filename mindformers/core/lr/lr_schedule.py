@@ -145,7 +145,7 @@ class CosineWithWarmUpLR(_WarmUpLR):
 
 
 @MindFormerRegister.register(MindFormerModuleType.LR)
-class CosineWithRestartsAndWarmUpLR(_WarmUpLR):
+class CosineWithRestartsAndWarmUpLR(CosineWithWarmUpLR):
     """Linear warm-up, then `num_cycles` cosine decays from `learning_rate` to `lr_end`, each a hard restart.
 
     With p = (t - warmup_steps) / decay_steps and frac the fractional part:
@@ -155,15 +155,8 @@ class CosineWithRestartsAndWarmUpLR(_WarmUpLR):
     def __init__(self, learning_rate: float, warmup_steps: Optional[int] = None, total_steps: Optional[int] = None,
                  num_cycles: float = 1., lr_end: float = 0., warmup_lr_init: float = 0.,
                  warmup_ratio: Optional[float] = None, decay_steps: Optional[int] = None):
-        super().__init__(learning_rate, warmup_steps, warmup_lr_init, warmup_ratio, total_steps)
-        name = type(self).__name__
-        if decay_steps is None:
-            total = _check_total_steps(name, total_steps, "the cosine decay length comes from it")
-        else:
-            total = self.total_steps
-        self.decay_steps = _decay_steps(name, decay_steps, None, total, self.warmup_steps)
-        self.num_cycles = float(num_cycles)
-        self.lr_end = float(lr_end)
+        super().__init__(learning_rate, warmup_steps, total_steps, num_cycles, lr_end, warmup_lr_init,
+                         warmup_ratio, decay_steps)
 
     def _after_warmup(self, step: Tensor) -> Tensor:
         progress = (step - self.warmup_steps) / float(self.decay_steps)
