@@ -1,6 +1,6 @@
 """Checkpoint save/load (safetensors)."""
-from .checkpoint import (list_checkpoints, load_weights, prune_checkpoints, read_weights, resolve_checkpoint,
-                         save_checkpoint)
+from .checkpoint import (find_resume_checkpoint, list_checkpoints, load_train_state, load_weights, prune_checkpoints,
+                         read_state, read_weights, resolve_checkpoint, save_checkpoint)
 
-__all__ = ["save_checkpoint", "load_weights", "list_checkpoints", "prune_checkpoints", "read_weights",
+__all__ = ["find_resume_checkpoint", "load_train_state", "read_state", "save_checkpoint", "load_weights", "list_checkpoints", "prune_checkpoints", "read_weights",
            "resolve_checkpoint"]

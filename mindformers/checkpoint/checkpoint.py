@@ -17,9 +17,13 @@ def _to_numpy(params: Iterable) -> Dict[str, np.ndarray]:
     return {p.name: np.ascontiguousarray(p.asnumpy()) for p in params}
 
 
-def save_checkpoint(directory: str, prefix: str, step: int, network, optimizer=None,
+def save_checkpoint(directory: str, prefix: str, step: int, network, train_state=None,
                     state: Optional[dict] = None) -> str:
     """Write `<directory>/<prefix>-step<step>/` with model, optimizer and state files; return its path.
+
+    `train_state` is the cell holding the optimizer state (the optimizer, or the whole train step, whose
+    loss-scale parameters then come along); its parameters that are not the network's go to
+    optimizer.safetensors.
 
     Files go to a temporary directory first and are renamed into place when complete, so a kill
     during the save never leaves a directory that looks complete; `latest` is then updated.
@@ -34,9 +38,9 @@ def save_checkpoint(directory: str, prefix: str, step: int, network, optimizer=N
     os.makedirs(tmp)
     weights = _to_numpy(network.get_parameters())
     save_file(weights, os.path.join(tmp, MODEL_FILE), metadata={"format": "mindformers"})
-    if optimizer is not None:
+    if train_state is not None:
         # the optimizer cell also holds the network's parameters; keep only its own state
-        opt_state = {n: a for n, a in _to_numpy(optimizer.get_parameters()).items() if n not in weights}
+        opt_state = {n: a for n, a in _to_numpy(train_state.get_parameters()).items() if n not in weights}
         save_file(opt_state, os.path.join(tmp, OPTIMIZER_FILE))
     with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
         json.dump({"step": step, "time": time.time(), **(state or {})}, f, indent=1, sort_keys=True)
@@ -138,3 +142,63 @@ def load_weights(network, path: str, strict: bool = True) -> Dict[str, list]:
         param = params[name]
         param.set_data(ms.Tensor(weights[name].astype(ms.dtype_to_nptype(param.dtype), copy=False)))
     return {"missing": missing, "unexpected": unexpected, "file": file}
+
+
+def read_state(checkpoint_dir: str) -> dict:
+    """The run state (step, epoch, consumed samples, ...) saved with a checkpoint directory."""
+    path = os.path.join(checkpoint_dir, STATE_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"resume: {path} is missing or unreadable ({e})") from None
+
+
+def find_resume_checkpoint(load_checkpoint: str, resume) -> str:
+    """The checkpoint directory to resume from: `resume` names one under `load_checkpoint`, or True = the latest."""
+    if not load_checkpoint:
+        raise ValueError("resume_training needs load_checkpoint: the checkpoint directory of the run to resume "
+                         "(e.g. output/checkpoint)")
+    if isinstance(resume, str):
+        candidate = os.path.join(load_checkpoint, resume)
+        if not os.path.isfile(os.path.join(candidate, STATE_FILE)):
+            raise FileNotFoundError(f"resume_training: no complete checkpoint '{resume}' in {load_checkpoint}")
+        return candidate
+    if os.path.isfile(os.path.join(load_checkpoint, STATE_FILE)):
+        return load_checkpoint
+    latest = os.path.join(load_checkpoint, LATEST)
+    if os.path.isfile(latest):
+        with open(latest, encoding="utf-8") as f:
+            candidate = os.path.join(load_checkpoint, f.read().strip())
+        if os.path.isfile(os.path.join(candidate, STATE_FILE)):
+            return candidate
+    found = list_checkpoints(load_checkpoint)
+    if not found:
+        raise FileNotFoundError(f"resume_training: {load_checkpoint} holds no complete checkpoint to resume from "
+                                f"(set resume_training: False to start a new run)")
+    return found[-1]
+
+
+def load_train_state(train_state, checkpoint_dir: str, network):
+    """Restore optimizer (and loss-scale) state saved by save_checkpoint into `train_state`, exactly."""
+    import mindspore as ms
+
+    path = os.path.join(checkpoint_dir, OPTIMIZER_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"resume: {path} is missing; the checkpoint was saved without optimizer state "
+                                f"(CheckpointMonitor save_optimizer: False) and cannot resume training exactly")
+    saved = read_weights(path)
+    weights = {p.name for p in network.get_parameters()}
+    own = {p.name: p for p in train_state.get_parameters() if p.name not in weights}
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"resume: {path} does not fit this optimizer/train step: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]} (was the optimizer or runner_wrapper changed?)")
+    for name, param in own.items():
+        value = saved[name]
+        if value.size != param.size:
+            raise ValueError(f"resume: {name} has shape {value.shape} in {path} but {param.shape} here")
+        # scalars may come back as shape (1,): same data
+        value = value.reshape(param.shape).astype(ms.dtype_to_nptype(param.dtype), copy=False)
+        param.set_data(ms.Tensor(value))

@@ -198,8 +198,9 @@ class CheckpointMonitor(Callback):
         step = cb.cur_step_num
         state = {"epoch": cb.cur_epoch_num, "consumed_samples": getattr(cb, "consumed_samples", None),
                  "config_hash": getattr(cb, "config_hash", None), "loss": _outputs(cb.net_outputs)[0]}
+        train_state = getattr(cb, "train_network", None) or getattr(cb, "optimizer", None)
         path = save_checkpoint(self._directory(cb), self.prefix, step, cb.network,
-                               cb.optimizer if self.save_optimizer else None, state)
+                               train_state if self.save_optimizer else None, state)
         prune_checkpoints(self._directory(cb), self.prefix, self.keep_max)
         self._last_saved_step, self._last_save_time = step, time.time()
         self.saved.append(path)
