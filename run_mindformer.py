@@ -35,6 +35,7 @@ def main(argv=None) -> int:
         return 2
 
     from mindformers import Trainer
+    from mindformers.trainer.causal_lm import TrainingStopped
     from mindformers.tools.logger import setup_logging
 
     rank_id = int(os.environ.get("RANK_ID", os.environ.get("MS_NODE_ID", "0")) or 0) \
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
         else:
             trainer.predict(args.predict_data if args.predict_data else None,
                             **({"predict_batch_size": args.predict_batch_size} if args.predict_batch_size else {}))
-    except (ValueError, FileNotFoundError, NotImplementedError, KeyError, TypeError) as e:
+    except (ValueError, FileNotFoundError, NotImplementedError, KeyError, TypeError, TrainingStopped) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     return 0

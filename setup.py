@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9,<3.12",
     packages=find_packages(include=["mindformers", "mindformers.*"]),
-    package_data={"mindformers": ["assets/**/*"]},
+    package_data={"mindformers": ["assets/**/*", "trainer/*.yaml"]},
     include_package_data=True,
     install_requires=[
         "mindspore==2.10.0",
@@ -25,6 +25,8 @@ setup(
         "test": ["pytest>=7", "pytest-timeout>=2"],
         # reference tools for fixture scripts and benchmarks, never runtime dependencies
         "bench": ["torch==2.13.0", "transformers>=4.45"],
+        # GGUF import (mindformers.models.hf.gguf)
+        "gguf": ["gguf>=0.10"],
     },
     py_modules=["run_mindformer"],
     entry_points={"console_scripts": ["mindformers-run=run_mindformer:main"]},

@@ -2,9 +2,10 @@
 __version__ = "0.1.0"
 
 from . import core, dataset, models, modules, tokenization, wrapper  # noqa: F401  (registers components)
+from .generation import GenerationConfig, generate, pipeline
 from .config import MindFormerConfig, load_config
 from .tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
-from .trainer import CausalLanguageModelingTrainer, Trainer
+from .trainer import CausalLanguageModelingTrainer, Trainer, TrainingArguments
 
 __all__ = ["MindFormerConfig", "load_config", "MindFormerModuleType", "MindFormerRegister", "build_from_config",
-           "Trainer", "CausalLanguageModelingTrainer", "__version__"]
+           "Trainer", "TrainingArguments", "CausalLanguageModelingTrainer", "GenerationConfig", "generate", "pipeline", "__version__"]

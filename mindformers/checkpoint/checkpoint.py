@@ -13,17 +13,30 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 
 
-def _to_numpy(params: Iterable) -> Dict[str, np.ndarray]:
-    return {p.name: np.ascontiguousarray(p.asnumpy()) for p in params}
+def _to_numpy(params: Iterable, copy: bool = False) -> Dict[str, np.ndarray]:
+    # asnumpy() may share the device buffer, which the optimizer updates in place: copy when the
+    # arrays must outlive the next step (async save)
+    return {p.name: np.array(p.asnumpy(), copy=True) if copy else np.ascontiguousarray(p.asnumpy())
+            for p in params}
 
 
-def save_checkpoint(directory: str, prefix: str, step: int, network, train_state=None,
-                    state: Optional[dict] = None) -> str:
-    """Write `<directory>/<prefix>-step<step>/` with model, optimizer and state files; return its path.
+def snapshot(network, train_state=None, copy: bool = False):
+    """Copies of the network's weights and of `train_state`'s own parameters, as numpy arrays.
 
     `train_state` is the cell holding the optimizer state (the optimizer, or the whole train step, whose
-    loss-scale parameters then come along); its parameters that are not the network's go to
-    optimizer.safetensors.
+    loss-scale parameters then come along); the network's parameters it also holds are left out.
+    """
+    weights = _to_numpy(network.get_parameters(), copy)
+    opt_state = None
+    if train_state is not None:
+        names = set(weights)
+        opt_state = _to_numpy((p for p in train_state.get_parameters() if p.name not in names), copy)
+    return weights, opt_state
+
+
+def write_checkpoint(directory: str, prefix: str, step: int, weights: Dict[str, np.ndarray],
+                     opt_state: Optional[Dict[str, np.ndarray]] = None, state: Optional[dict] = None) -> str:
+    """Write `<directory>/<prefix>-step<step>/` (model, optimizer and state files) from a snapshot.
 
     Files go to a temporary directory first and are renamed into place when complete, so a kill
     during the save never leaves a directory that looks complete; `latest` is then updated.
@@ -36,11 +49,8 @@ def save_checkpoint(directory: str, prefix: str, step: int, network, train_state
     tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    weights = _to_numpy(network.get_parameters())
     save_file(weights, os.path.join(tmp, MODEL_FILE), metadata={"format": "mindformers"})
-    if train_state is not None:
-        # the optimizer cell also holds the network's parameters; keep only its own state
-        opt_state = {n: a for n, a in _to_numpy(train_state.get_parameters()).items() if n not in weights}
+    if opt_state is not None:
         save_file(opt_state, os.path.join(tmp, OPTIMIZER_FILE))
     with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
         json.dump({"step": step, "time": time.time(), **(state or {})}, f, indent=1, sort_keys=True)
@@ -49,6 +59,12 @@ def save_checkpoint(directory: str, prefix: str, step: int, network, train_state
     os.replace(tmp, final)
     _write_atomic(os.path.join(directory, LATEST), name + "\n")
     return final
+
+
+def save_checkpoint(directory: str, prefix: str, step: int, network, train_state=None,
+                    state: Optional[dict] = None) -> str:
+    """Snapshot and write a checkpoint in one call (see `snapshot` and `write_checkpoint`)."""
+    return write_checkpoint(directory, prefix, step, *snapshot(network, train_state), state)
 
 
 def _write_atomic(path: str, text: str):

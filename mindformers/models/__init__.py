@@ -1,5 +1,11 @@
 """Model families; importing this package registers their configs and models."""
 from .base import BaseConfig, causal_lm_loss
 from .llama import LlamaConfig, LlamaForCausalLM
+from .mixtral import MixtralConfig, MixtralForCausalLM
+from .qwen2 import Qwen2Config, Qwen2ForCausalLM
+from .qwen3 import Qwen3Config, Qwen3ForCausalLM
+from .qwen3_moe import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
-__all__ = ["BaseConfig", "causal_lm_loss", "LlamaConfig", "LlamaForCausalLM"]
+__all__ = ["BaseConfig", "causal_lm_loss", "LlamaConfig", "LlamaForCausalLM", "MixtralConfig", "MixtralForCausalLM",
+           "Qwen2Config", "Qwen2ForCausalLM", "Qwen3Config", "Qwen3ForCausalLM", "Qwen3MoeConfig",
+           "Qwen3MoeForCausalLM"]

@@ -40,7 +40,16 @@ class BaseConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         """The constructor arguments as a plain dict (`type(config)(**config.to_dict())` rebuilds it)."""
-        keys = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        keys = []
+        # A subclass may add keys and pass the rest on with **kwargs: walk up until an __init__ takes none.
+        for cls in type(self).__mro__:
+            if "__init__" not in vars(cls):
+                continue
+            params = list(inspect.signature(vars(cls)["__init__"]).parameters.values())
+            keys += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                     and p.name not in keys]
+            if not any(p.kind == p.VAR_KEYWORD for p in params):
+                break
         return {key: getattr(self, key) for key in keys}
 
     def __repr__(self) -> str:

@@ -1,5 +1,6 @@
 """Causal self-attention with grouped-query heads, as plain matmul + softmax (runs on every backend)."""
 import math
+from typing import Optional
 
 import numpy as np
 import mindspore as ms
@@ -36,12 +37,18 @@ class CausalSelfAttention(nn.Cell):
     """Multi-head attention with n_kv_heads <= n_heads key/value heads (GQA) and rotary positions.
 
     The projections are passed in (any cells mapping (B, T, in) -> (B, T, out)), so adapters such as LoRA
-    wrap them without the attention knowing.
+    wrap them without the attention knowing. `q_norm`/`k_norm` (optional cells over the last axis, e.g.
+    RMSNorm(head_dim)) normalize each head of q and k before RoPE, as Qwen3's qk-norm does.
+
+    With a static KV cache (`kv_cache` = (k, v), each (B, n_kv_heads, S, hs)), `construct` also returns the
+    updated cache: prefill (`slot` None) writes the T new keys at slots [0, T) and attends over them only;
+    decode (`slot` a (S,) bool one-hot, T = 1) writes one key at that slot and attends over all S slots.
     """
 
     def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, q_proj: nn.Cell, k_proj: nn.Cell,
                  v_proj: nn.Cell, o_proj: nn.Cell, softmax_dtype: ms.dtype = ms.float32,
-                 use_flash_attention: bool = False):
+                 use_flash_attention: bool = False, q_norm: Optional[nn.Cell] = None,
+                 k_norm: Optional[nn.Cell] = None):
         super().__init__()
         if n_heads % n_kv_heads:
             raise ValueError(f"num_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
@@ -57,20 +64,49 @@ class CausalSelfAttention(nn.Cell):
         self.k_proj = k_proj
         self.v_proj = v_proj
         self.o_proj = o_proj
+        self.q_norm = q_norm
+        self.k_norm = k_norm
         self.scores = ops.BatchMatMul(transpose_b=True)
         self.weighted_sum = ops.BatchMatMul()
 
-    def construct(self, x, cos, sin, mask):
-        """x (B, T, C); cos, sin (T, hs); mask bool (T, S) or (B, T, S), True = may attend. Returns (B, T, C)."""
+    def construct(self, x, cos, sin, mask, kv_cache=None, slot=None):
+        """x (B, T, C); cos, sin (T, hs) or (B, 1, T, hs); mask bool (T, S) or (B, T, S), True = may attend.
+
+        Returns y (B, T, C), or (y, (k_cache, v_cache)) when `kv_cache` is given.
+        """
         B, T, _ = x.shape
         nh, nkv, hs = self.n_heads, self.n_kv_heads, self.head_dim
-        q = self.q_proj(x).reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
-        k = self.k_proj(x).reshape(B, T, nkv, hs).transpose(0, 2, 1, 3)  # (B, nkv, T, hs)
+        q = self.q_proj(x).reshape(B, T, nh, hs)
+        k = self.k_proj(x).reshape(B, T, nkv, hs)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        q = q.transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+        k = k.transpose(0, 2, 1, 3)  # (B, nkv, T, hs)
         v = self.v_proj(x).reshape(B, T, nkv, hs).transpose(0, 2, 1, 3)  # (B, nkv, T, hs)
         cos, sin = ops.cast(cos, q.dtype), ops.cast(sin, q.dtype)
         q = apply_rotary(q, cos, sin) * self.scale
         k = apply_rotary(k, cos, sin)
+        if kv_cache is None:
+            return self._attend(q, k, v, mask)
+        k_cache, v_cache = kv_cache
+        if slot is None:
+            # Prefill: the prompt keys fill slots [0, T); the rest of the cache stays as given (zeros).
+            k_cache = ops.concat((ops.cast(k, k_cache.dtype), k_cache[:, :, T:]), 2)
+            v_cache = ops.concat((ops.cast(v, v_cache.dtype), v_cache[:, :, T:]), 2)
+            return self._attend(q, k, v, mask), (k_cache, v_cache)
+        # Decode: a one-hot select writes the new key at a runtime slot while every shape stays static.
+        write = slot.reshape(1, 1, -1, 1)  # (1, 1, S, 1)
+        k_cache = ops.select(write, ops.cast(k, k_cache.dtype), k_cache)
+        v_cache = ops.select(write, ops.cast(v, v_cache.dtype), v_cache)
+        y = self._attend(q, ops.cast(k_cache, k.dtype), ops.cast(v_cache, v.dtype), mask)
+        return y, (k_cache, v_cache)
 
+    def _attend(self, q, k, v, mask):
+        """softmax(q k^T + mask) v for q (B, nh, T, hs) pre-scaled and k, v (B, nkv, S, hs); returns (B, T, C)."""
+        B, nh, T, hs = q.shape
+        nkv = self.n_kv_heads
         # GQA without copying k/v: the n_rep query heads that share kv head g are consecutive (head h uses
         # kv head h // n_rep, as Hugging Face's repeat_kv), so fold them into the query-time axis.
         q = q.reshape(B, nkv, self.n_rep * T, hs)

@@ -1,15 +1,20 @@
 """CausalLanguageModelingTrainer: builds every component from a config and runs train/finetune/eval/predict."""
+import copy
 import json
 import logging
 import math
 import os
+import signal
+import threading
 from typing import List, Optional
 
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from ..checkpoint import load_weights
+from ..checkpoint import find_resume_checkpoint, load_train_state, load_weights, read_state
+from mindspore.train import Callback
+
 from ..core.callback import CallbackParams
 from ..core.context import build_context
 from ..tools.register import MindFormerModuleType as T
@@ -19,15 +24,30 @@ logger = logging.getLogger("mindformers")
 
 
 def build_tokenizer(config, tokenizer=None):
-    """The tokenizer from `processor.tokenizer` (or the one given)."""
+    """The tokenizer from `processor.tokenizer` (or the one given), else from `pretrained_model_dir`."""
     if tokenizer is not None:
         return tokenizer
     tok_cfg = (config.get("processor") or {}).get("tokenizer")
-    return build_from_config(tok_cfg, T.TOKENIZER) if tok_cfg else None
+    if tok_cfg:
+        return build_from_config(tok_cfg, T.TOKENIZER)
+    if config.get("pretrained_model_dir"):
+        from ..models.hf import tokenizer_from_hf
+        return tokenizer_from_hf(config.pretrained_model_dir)
+    return None
 
 
 def build_model(config, network=None):
-    """The network from `model.model_config` + `model.arch`, with `load_checkpoint` weights if set."""
+    """The network from `model.model_config` + `model.arch`, with `load_checkpoint` weights if set.
+
+    With `pretrained_model_dir` (a Hugging Face directory) the config comes from its config.json, overridden
+    by the model_config keys, and the weights from its safetensors; `load_checkpoint` then loads on top.
+    """
+    if network is None and config.get("pretrained_model_dir"):
+        from ..models.hf import from_pretrained
+        model = config.get("model") or {}
+        network = from_pretrained(config.pretrained_model_dir, (model.get("arch") or {}).get("type"),
+                                  **dict(model.get("model_config") or {}))
+        logger.info("loaded %s from %s", type(network).__name__, config.pretrained_model_dir)
     if network is None:
         model_cfg = config.model.model_config
         model_config = build_from_config(model_cfg, T.CONFIG)
@@ -36,6 +56,21 @@ def build_model(config, network=None):
         info = load_weights(network, config.load_checkpoint)
         logger.info("loaded weights from %s", info["file"])
     return network
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped on purpose before its last step (e.g. non-finite loss with check_for_nan...)."""
+
+
+def _eval_batch_size(config) -> int:
+    return int((config.get("eval_dataset") or {}).get("batch_size")
+               or (config.get("runner_config") or {}).get("batch_size") or 1)
+
+
+def _endless(iterator):
+    """Batches from a MindSpore iterator across its epochs (each pass ends with StopIteration)."""
+    while True:
+        yield from iterator
 
 
 def _param_count(network) -> int:
@@ -52,15 +87,11 @@ class CausalLanguageModelingTrainer:
     # ---------------------------------------------------------------- train / finetune
     def train(self, config, network=None, tokenizer=None, dataset=None, callbacks=None, is_finetune=False):
         """Run the training loop described by `config`; return the list of per-step records."""
-        from mindspore.train import RunContext
 
         if is_finetune and not (config.get("load_checkpoint") or config.get("pretrained_model_dir")
                                 or network is not None):
             raise ValueError("run_mode finetune needs weights to start from: set load_checkpoint "
                              "(or pretrained_model_dir)")
-        if config.get("pretrained_model_dir"):
-            raise NotImplementedError("pretrained_model_dir (Hugging Face directories) is not supported yet; "
-                                      "use load_checkpoint with a safetensors checkpoint of this suite")
         env = build_context(config)
         output_dir = os.path.abspath(config.get("output_dir") or "./output")
         os.makedirs(output_dir, exist_ok=True)
@@ -69,28 +100,81 @@ class CausalLanguageModelingTrainer:
         batch_size = int(runner.get("batch_size") or config.train_dataset.get("batch_size") or 1)
         epochs = int(runner.get("epochs") or 1)
 
+        resume_dir = None
+        if config.get("resume_training"):
+            resume_dir = find_resume_checkpoint(config.get("load_checkpoint"), config.resume_training)
+            config = copy.deepcopy(config)
+            config.load_checkpoint = resume_dir
         tokenizer = build_tokenizer(config, tokenizer)
         network = build_model(config, network)
         model_config = network.config
         seq_length = int(model_config.seq_length)
+        start_step = 0
+        if resume_dir:
+            state = read_state(resume_dir)
+            start_step = int(state["step"])
+            if state.get("config_hash") and state["config_hash"] != config.hash("model"):
+                logger.warning("resuming from %s, saved with a different model config", resume_dir)
+        global_batch = batch_size * accum
         if dataset is None:
-            dataset = self._build_dataset(config, "train", tokenizer, seq_length, batch_size * accum, env)
+            dataset = self._build_dataset(config, "train", tokenizer, seq_length, global_batch, env,
+                                          skip_samples=start_step * global_batch)
         steps_per_epoch = dataset.get_dataset_size()
         if steps_per_epoch == 0:
-            raise ValueError(f"train_dataset: fewer samples than one global batch ({batch_size * accum}); "
+            raise ValueError(f"train_dataset: fewer samples than one global batch ({global_batch}); "
                              f"lower runner_config.batch_size or add data")
         planned_steps = steps_per_epoch * epochs
         # stop_step ends the run early but leaves the LR schedule spanning the planned run, so a run
         # stopped at N and resumed matches one that never stopped
         stop_step = int(runner.get("stop_step") or 0)
         total_steps = min(planned_steps, stop_step) if stop_step else planned_steps
+        if start_step >= total_steps:
+            raise ValueError(f"resume: {resume_dir} is at step {start_step}, the run ends at step {total_steps}; "
+                             f"raise runner_config.epochs or stop_step to train further")
+
+        train_step, lr = self._build_train_step(config, network, planned_steps, accum)
+        if resume_dir:
+            load_train_state(train_step, resume_dir, network)
+            logger.info("resumed from %s at step %d", resume_dir, start_step)
+
+        callback_cfgs = list(config.get("callbacks") or [{"type": "MFLossMonitor"}])
+        cbs = [build_from_config(c, T.CALLBACK, initial_step=start_step) for c in callback_cfgs]
+        cbs += list(callbacks or [])
+        logger.info("model %s: %.2fM parameters, seq_length %d; %d steps (%d per epoch x %d epochs), global "
+                    "batch %d sequences", type(network).__name__, _param_count(network) / 1e6, seq_length,
+                    total_steps, steps_per_epoch, epochs, global_batch * env["device_num"])
+        cb = CallbackParams(
+            cur_step_num=start_step, cur_epoch_num=start_step // steps_per_epoch + 1, batch_num=steps_per_epoch,
+            epoch_num=epochs, total_steps=total_steps, net_outputs=None, network=network,
+            train_network=train_step, optimizer=train_step.optimizer, lr=0.0,
+            tokens_per_step=global_batch * seq_length * env["device_num"],
+            flops_per_token=model_config.flops_per_token(), output_dir=output_dir,
+            device_target=env["device_target"], rank_id=env["rank_id"],
+            consumed_samples=start_step * global_batch * env["device_num"], config_hash=config.hash("model"))
+        if config.get("do_eval"):
+            cbs.append(self._eval_callback(config, network, tokenizer, seq_length, env, output_dir))
+        history = self._loop(cb, cbs, dataset, train_step, lr, start_step, total_steps)
+        if cb.get("stop_reason"):
+            raise TrainingStopped(cb.stop_reason)
+        return history
+
+    def _eval_callback(self, config, network, tokenizer, seq_length, env, output_dir):
+        """Evaluate loss/perplexity on eval_dataset every eval_step_interval steps (and at the end)."""
+        batch_size = _eval_batch_size(config)
+        dataset = self._build_dataset(config, "eval", tokenizer, seq_length, batch_size, env)
+        interval = int(config.get("eval_step_interval") or 100)
+        path = os.path.join(output_dir, "log", "eval_metrics.jsonl") if env["rank_id"] == 0 else None
+        return _EvalDuringTraining(network, dataset, interval, path)
+
+    def _build_train_step(self, config, network, planned_steps: int, accum: int):
+        """Optimizer (with its LR schedule over the planned steps) wrapped in the runner_wrapper cell."""
+        from ..core.optim import get_optimizer_grouped_parameters
 
         lr_cfg = dict(config.lr_schedule)
         if lr_cfg.get("total_steps") in (None, -1):
             lr_cfg["total_steps"] = planned_steps
         lr = build_from_config(lr_cfg, T.LR)
         opt_cfg = dict(config.optimizer)
-        from ..core.optim import get_optimizer_grouped_parameters
         params = get_optimizer_grouped_parameters(network, opt_cfg.get("weight_decay", 0.0) or 0.0)
         optimizer = build_from_config(opt_cfg, T.OPTIMIZER, params=params, learning_rate=lr)
         network.set_train(True)
@@ -98,52 +182,56 @@ class CausalLanguageModelingTrainer:
         train_step = build_from_config(wrapper_cfg, T.WRAPPER, network=network, optimizer=optimizer,
                                        gradient_accumulation_steps=accum)
         train_step.set_train(True)
+        return train_step, lr
 
-        callback_cfgs = list(config.get("callbacks") or [{"type": "MFLossMonitor"}])
-        cbs = [build_from_config(c, T.CALLBACK) for c in callback_cfgs] + list(callbacks or [])
-        tokens_per_step = batch_size * accum * seq_length * env["device_num"]
-        n_params = _param_count(network)
-        logger.info("model %s: %.2fM parameters, seq_length %d; %d steps (%d per epoch x %d epochs), global "
-                    "batch %d sequences", type(network).__name__, n_params / 1e6, seq_length, total_steps,
-                    steps_per_epoch, epochs, batch_size * accum * env["device_num"])
-        cb = CallbackParams(
-            cur_step_num=0, cur_epoch_num=0, batch_num=steps_per_epoch, epoch_num=epochs, total_steps=total_steps,
-            net_outputs=None, network=network, train_network=train_step, optimizer=optimizer, lr=0.0,
-            tokens_per_step=tokens_per_step, flops_per_token=model_config.flops_per_token(),
-            output_dir=output_dir, device_target=env["device_target"], rank_id=env["rank_id"],
-            consumed_samples=0, config_hash=config.hash("model") if hasattr(config, "hash") else None)
+    @staticmethod
+    def _loop(cb, cbs, dataset, train_step, lr, start_step: int, total_steps: int) -> List[dict]:
+        """Run steps start_step+1 .. total_steps, calling the callbacks; SIGTERM ends it after the current step."""
+        from mindspore.train import RunContext
+
         ctx = RunContext(cb)
-        for c in cbs:
-            c.on_train_begin(ctx)
-        step = 0
-        # one iterator for all epochs: the dataset reshuffles per epoch only within one iterator
-        batches = dataset.create_tuple_iterator(num_epochs=epochs, output_numpy=False)
-        for epoch in range(epochs):
-            cb.cur_epoch_num = epoch + 1
+        samples_per_step = cb.tokens_per_step // int(cb.network.config.seq_length)
+
+        def on_sigterm(signum, frame):
+            logger.warning("SIGTERM: stopping after this step and saving a checkpoint")
+            ctx.request_stop()
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm) \
+            if threading.current_thread() is threading.main_thread() else None
+        try:
             for c in cbs:
-                c.on_train_epoch_begin(ctx)
-            for batch in batches:  # the iterator ends each epoch and restarts for the next
-                if step >= total_steps or ctx.get_stop_requested():
+                c.on_train_begin(ctx)
+            # The dataset is one endless stream cut into epochs (resumed ones start part-way), so batches
+            # are drawn from it by step and the epoch follows from the step number.
+            batches = _endless(dataset.create_tuple_iterator(num_epochs=-1, output_numpy=False))
+            for step in range(start_step + 1, total_steps + 1):
+                if ctx.get_stop_requested():
                     break
-                step += 1
+                epoch = (step - 1) // cb.batch_num + 1
+                if epoch != cb.cur_epoch_num or step == start_step + 1:
+                    cb.cur_epoch_num = epoch
+                    for c in cbs:
+                        c.on_train_epoch_begin(ctx)
                 cb.cur_step_num = step
                 cb.lr = lr.value(step - 1)
                 for c in cbs:
                     c.on_train_step_begin(ctx)
-                cb.net_outputs = train_step(*batch)
-                cb.consumed_samples = step * batch_size * accum * env["device_num"]
+                cb.net_outputs = train_step(*next(batches))
+                cb.consumed_samples = step * samples_per_step
                 for c in cbs:
                     c.on_train_step_end(ctx)
+                if step % cb.batch_num == 0 or step == total_steps:
+                    for c in cbs:
+                        c.on_train_epoch_end(ctx)
             for c in cbs:
-                c.on_train_epoch_end(ctx)
-            if step >= total_steps or ctx.get_stop_requested():
-                break
-        for c in cbs:
-            c.on_train_end(ctx)
+                c.on_train_end(ctx)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         monitor = next((c for c in cbs if hasattr(c, "history")), None)
         return monitor.history if monitor else []
 
-    def _build_dataset(self, config, split, tokenizer, seq_length, batch_size, env):
+    def _build_dataset(self, config, split, tokenizer, seq_length, batch_size, env, skip_samples: int = 0):
         task = config.get(f"{split}_dataset_task")
         ds_cfg = config.get(f"{split}_dataset")
         if not task and not ds_cfg:
@@ -156,7 +244,7 @@ class CausalLanguageModelingTrainer:
         task["dataset_config"] = dataset_config
         return build_from_config(task, T.DATASET, tokenizer=tokenizer, seq_length=seq_length,
                                  rank_id=env["rank_id"], device_num=env["device_num"],
-                                 seed=int(config.get("seed") or 0))
+                                 seed=int(config.get("seed") or 0), skip_samples=skip_samples)
 
     # ---------------------------------------------------------------- eval
     def evaluate(self, config, network=None, tokenizer=None, dataset=None) -> dict:
@@ -165,29 +253,20 @@ class CausalLanguageModelingTrainer:
         tokenizer = build_tokenizer(config, tokenizer)
         network = build_model(config, network)
         seq_length = int(network.config.seq_length)
-        batch_size = int((config.get("eval_dataset") or {}).get("batch_size")
-                         or (config.get("runner_config") or {}).get("batch_size") or 1)
+        batch_size = _eval_batch_size(config)
         if dataset is None:
             dataset = self._build_dataset(config, "eval", tokenizer, seq_length, batch_size, env)
-        scorer = _TokenLoss(network, int(getattr(network.config, "ignore_token_id", -100)))
-        scorer.set_train(False)
-        network.set_train(False)
-        total, count = 0.0, 0
-        for (input_ids, *_) in dataset.create_tuple_iterator(num_epochs=1):
-            loss_sum, n = scorer(input_ids)
-            total += float(loss_sum.asnumpy())
-            count += int(n.asnumpy())
-        if count == 0:
-            raise ValueError("eval_dataset produced no tokens to score")
-        loss = total / count
-        result = {"loss": loss, "perplexity": math.exp(min(loss, 700)), "tokens": count}
-        logger.info("eval: loss %.4f | perplexity %.3f | %d tokens", loss, result["perplexity"], count)
+        result = score_dataset(network, dataset)
+        logger.info("eval: loss %.4f | perplexity %.3f | %d tokens", result["loss"], result["perplexity"],
+                    result["tokens"])
         return result
 
     # ---------------------------------------------------------------- predict
     def predict(self, config, network=None, tokenizer=None, inputs=None, max_new_tokens: Optional[int] = None
                 ) -> List[str]:
-        """Greedy continuation of each prompt (one compiled graph of fixed length seq_length)."""
+        """Continue each prompt with `generation_config` (KV-cached when model_config.use_past is True)."""
+        from ..generation import GenerationConfig, generate
+
         build_context(config)
         tokenizer = build_tokenizer(config, tokenizer)
         if tokenizer is None:
@@ -195,33 +274,29 @@ class CausalLanguageModelingTrainer:
         network = build_model(config, network)
         network.set_train(False)
         prompts = _read_prompts(inputs if inputs is not None else config.get("input_data"))
-        gen = config.get("generation_config") or {}
-        seq_length = int(network.config.seq_length)
-        max_new = int(max_new_tokens or gen.get("max_new_tokens") or 32)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        gen = GenerationConfig.from_dict(_plain(config.get("generation_config") or {}))
+        if max_new_tokens is not None:
+            gen = gen.update(max_new_tokens=int(max_new_tokens))
+        batch_size = int(config.get("predict_batch_size") or 8)
         outputs = []
-        for prompt in prompts:
-            ids = tokenizer.encode(prompt)
-            if len(ids) >= seq_length:
-                ids = ids[-(seq_length - 1):]
-            start = len(ids)
-            while len(ids) < min(seq_length, start + max_new):
-                buf = np.full((1, seq_length), pad, dtype=np.int32)
-                buf[0, :len(ids)] = ids
-                logits = network(ms.Tensor(buf))
-                next_id = int(np.argmax(logits[0, len(ids) - 1].asnumpy()))
-                ids.append(next_id)
-                if next_id == tokenizer.eos_token_id:
-                    break
-            text = tokenizer.decode(ids[start:], skip_special_tokens=True)
-            outputs.append(text)
-            print(f"{prompt!r} -> {text!r}", flush=True)
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start:start + batch_size]
+            new_ids = generate(network, batch, gen, tokenizer=tokenizer)
+            for prompt, ids in zip(batch, new_ids):
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                outputs.append(text)
+                print(f"{prompt!r} -> {text!r}", flush=True)
         out_dir = config.get("output_dir") or "./output"
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "predict_results.jsonl"), "w", encoding="utf-8") as f:
             for p, o in zip(prompts, outputs):
                 f.write(json.dumps({"prompt": p, "output": o}, ensure_ascii=False) + "\n")
         return outputs
+
+
+def _plain(section) -> dict:
+    """A config section as a plain dict (MindFormerConfig nodes are dict subclasses with attribute access)."""
+    return {key: _plain(value) if isinstance(value, dict) else value for key, value in dict(section).items()}
 
 
 def _read_prompts(data) -> List[str]:
@@ -234,6 +309,52 @@ def _read_prompts(data) -> List[str]:
         if not items:
             raise ValueError(f"--predict_data {data[0] if isinstance(data, list) else data}: the file is empty")
     return items
+
+
+def score_dataset(network, dataset) -> dict:
+    """Mean next-token loss, perplexity and token count of `network` over a (B, S+1) dataset."""
+    scorer = _TokenLoss(network, int(getattr(network.config, "ignore_token_id", -100)))
+    was_training = network.training
+    network.set_train(False)
+    total, count = 0.0, 0
+    for (input_ids, *_) in dataset.create_tuple_iterator(num_epochs=1):
+        loss_sum, n = scorer(input_ids)
+        total += float(loss_sum.asnumpy())
+        count += int(n.asnumpy())
+    network.set_train(was_training)
+    if count == 0:
+        raise ValueError("eval_dataset produced no tokens to score")
+    loss = total / count
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700)), "tokens": count}
+
+
+class _EvalDuringTraining(Callback):
+    """Scores eval_dataset every `interval` steps and at the end of training; logs and appends to a jsonl file."""
+
+    def __init__(self, network, dataset, interval: int, path: Optional[str]):
+        super().__init__()
+        self.network, self.dataset, self.interval, self.path = network, dataset, max(1, interval), path
+        self.results = []
+        self._last = None
+
+    def _run(self, step: int):
+        result = {"step": step, **score_dataset(self.network, self.dataset)}
+        self.results.append(result)
+        self._last = step
+        logger.info("eval at step %d: loss %.4f | perplexity %.3f", step, result["loss"], result["perplexity"])
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(result) + "\n")
+
+    def on_train_step_end(self, run_context):
+        step = run_context.original_args().cur_step_num
+        if step % self.interval == 0:
+            self._run(step)
+
+    def on_train_end(self, run_context):
+        step = run_context.original_args().cur_step_num
+        if step and step != self._last:
+            self._run(step)
 
 
 class _TokenLoss(nn.Cell):

@@ -4,6 +4,7 @@ import os
 from typing import List, Optional, Union
 
 from ..config import MindFormerConfig, load_config
+from .training_args import TrainingArguments
 from ..tools.register import MindFormerModuleType as T
 from ..tools.register import MindFormerRegister
 
@@ -14,10 +15,10 @@ class Trainer:
     """Runs the task a config describes; components passed in replace the ones the config would build.
 
     `Trainer(args="configs/llama/pretrain_llama_tiny.yaml").train()` trains from a YAML path;
-    `args` may also be a loaded MindFormerConfig.
+    `args` may also be a loaded MindFormerConfig or TrainingArguments (then pass `model` and the datasets).
     """
 
-    def __init__(self, args: Union[str, MindFormerConfig, None] = None, task: Optional[str] = None,
+    def __init__(self, args: Union[str, MindFormerConfig, TrainingArguments, None] = None, task: Optional[str] = None,
                  model=None, tokenizer=None, train_dataset=None, eval_dataset=None, callbacks=None):
         if args is None:
             raise ValueError("Trainer needs args: a YAML config path or a MindFormerConfig")
@@ -25,6 +26,8 @@ class Trainer:
             if not os.path.isfile(args):
                 raise FileNotFoundError(f"Trainer args: config file '{args}' not found")
             args = load_config(args)
+        elif isinstance(args, TrainingArguments):
+            args = args.to_config()
         elif not isinstance(args, MindFormerConfig):
             args = MindFormerConfig(dict(args))
         self.config = args

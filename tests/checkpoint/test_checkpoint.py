@@ -20,7 +20,7 @@ class State(nn.Cell):
     """Stands in for a train step: holds the network plus state of its own."""
 
     def __init__(self, net):
-        super().__init__()
+        super().__init__(auto_prefix=False)  # as a train step: the network keeps its parameter names
         self.net = net
         self.moment = Parameter(Tensor(np.full((3, 2), 0.5, np.float32)), name="adam_m.dense.weight")
         self.scale = Parameter(Tensor(2.0), name="scale_sense")
@@ -86,3 +86,27 @@ def test_state_json_is_plain_json(tmp_path):
     path = save_checkpoint(str(tmp_path), "m", 3, Net(), state={"config_hash": "abc"})
     data = json.loads(open(os.path.join(path, "state.json")).read())
     assert data["step"] == 3 and data["config_hash"] == "abc"
+
+
+def test_checkpoint_monitor_async_save_writes_in_background(tmp_path):
+    from mindspore.train import RunContext
+
+    from mindformers.core.callback import CallbackParams, CheckpointMonitor
+
+    net = Net()
+    monitor = CheckpointMonitor(prefix="a", directory=str(tmp_path), save_checkpoint_steps=2, async_save=True,
+                                keep_checkpoint_max=2)
+    cb = CallbackParams(cur_step_num=0, cur_epoch_num=1, net_outputs=(Tensor(1.0),), network=net,
+                        train_network=State(net), rank_id=0)
+    ctx = RunContext(cb)
+    for step in range(1, 6):
+        cb.cur_step_num = step
+        monitor.on_train_step_end(ctx)
+        net.dense.weight.set_data(net.dense.weight + 1)  # the next step changes the weights at once
+    monitor.on_train_end(ctx)
+    assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path))] == ["a-step4", "a-step5"]
+    # step 4's file holds the weights as they were at step 4, not as later steps changed them
+    from mindformers.checkpoint import read_weights
+    w4 = read_weights(str(tmp_path / "a-step4" / "model.safetensors"))["dense.weight"]
+    w5 = read_weights(str(tmp_path / "a-step5" / "model.safetensors"))["dense.weight"]
+    assert np.allclose(w5 - w4, 2.0)  # step 5 was saved at train end, after one more change

@@ -54,8 +54,8 @@ def test_invalid_values_are_errors(key, value, message):
 
 
 @pytest.mark.parametrize("key, value", [
-    ("use_past", True), ("is_dynamic", True), ("block_size", 32), ("num_blocks", 1024), ("qkv_concat", True),
-    ("fine_grain_interleave", 2), ("pp_interleave_num", 2), ("offset", [0, 1]), ("extend_method", "NTK"),
+    ("is_dynamic", True), ("block_size", 32), ("num_blocks", 1024), ("qkv_concat", True),
+    ("fine_grain_interleave", 2), ("pp_interleave_num", 2), ("offset", [0, 1]), ("extend_method", "FOO"),
     ("scaling_factor", 2.0),  # without a scaling type it would change nothing
 ])
 def test_unsupported_features_are_refused_by_name(key, value):

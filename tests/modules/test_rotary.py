@@ -54,7 +54,7 @@ def test_linear_scaling_interpolates_positions():
 
 
 def test_unknown_scaling_type_is_an_error():
-    with pytest.raises(ValueError, match="extend_method 'NTK' is not supported; valid: 'None'"):
-        rope_tables(8, 16, extend_method="NTK")
+    with pytest.raises(ValueError, match="extend_method 'FOO' is not supported; valid: 'None'"):
+        rope_tables(8, 16, extend_method="FOO")
     with pytest.raises(ValueError, match="scaling_factor > 0"):
         rope_tables(8, 16, extend_method="PI", scaling_factor={"factor": 2})

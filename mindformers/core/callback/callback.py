@@ -7,13 +7,14 @@ flops_per_token and output_dir, so users' own MindSpore callbacks work too.
 import json
 import logging
 import os
+import threading
 import time
 from typing import Optional
 
 import numpy as np
 from mindspore.train import Callback
 
-from ...checkpoint import prune_checkpoints, save_checkpoint
+from ...checkpoint import prune_checkpoints, snapshot, write_checkpoint
 from ...tools.register import MindFormerModuleType, MindFormerRegister
 
 logger = logging.getLogger("mindformers")
@@ -36,11 +37,7 @@ class CallbackParams(dict):
 
 
 def measure_cpu_peak_flops(size: int = 1024, repeats: int = 5) -> float:
-    """Best fp32 GEMM FLOP/s numpy reaches on this CPU: the MFU denominator on CPU.
-
-    A theoretical peak needs the clock and vector width, which a program can't read reliably;
-    the measured GEMM rate is the most a dense model could reach here, so MFU reads against it.
-    """
+    """Best fp32 GEMM FLOP/s numpy reaches on this CPU right now."""
     a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
     best = float("inf")
     a @ a  # warm up the BLAS threads
@@ -49,6 +46,43 @@ def measure_cpu_peak_flops(size: int = 1024, repeats: int = 5) -> float:
         a @ a
         best = min(best, time.perf_counter() - start)
     return 2 * size ** 3 / best
+
+
+def nominal_cpu_peak_flops() -> float:
+    """cores x clock x fp32 FLOPs per cycle from /proc/cpuinfo (0 when it can't be read).
+
+    FLOPs per cycle: two FMA pipes of the widest vector unit (AVX-512 on Intel: 64; AMD Zen 4 runs
+    AVX-512 on 256-bit pipes, and AVX2+FMA parts: 32; otherwise SSE: 8).
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = f.read()
+    except OSError:
+        return 0.0
+    mhz = [float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "").split()
+    if not mhz:
+        return 0.0
+    if "avx512f" in flags and "AuthenticAMD" not in info:
+        per_cycle = 64
+    elif "fma" in flags and "avx2" in flags:
+        per_cycle = 32
+    else:
+        per_cycle = 8
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores * max(mhz) * 1e6 * per_cycle
+
+
+def cpu_peak_flops():
+    """The MFU denominator on CPU and how it was found.
+
+    The larger of the nominal peak (clock from /proc/cpuinfo is often the base clock, below turbo) and a
+    measured GEMM rate (which a busy machine lowers), so MFU errs low, not above 100%.
+    """
+    nominal, measured = nominal_cpu_peak_flops(), measure_cpu_peak_flops()
+    if nominal >= measured:
+        return nominal, f"nominal fp32 peak from /proc/cpuinfo; a numpy GEMM reached {measured / 1e9:.0f} GFLOP/s"
+    return measured, f"measured fp32 GEMM; nominal from /proc/cpuinfo {nominal / 1e9:.0f} GFLOP/s"
 
 
 def _outputs(net_outputs):
@@ -90,13 +124,16 @@ class MFLossMonitor(Callback):
         self._steps_timed = 0
         self._timed_total = 0.0
         self.history = []
+        self.skipped_steps = 0
 
     def on_train_begin(self, run_context):
         cb = run_context.original_args()
         if self.peak_flops is None:
             device = getattr(cb, "device_target", "CPU")
-            self.peak_flops = ACCELERATOR_PEAK_FLOPS.get(device) or measure_cpu_peak_flops()
-            self._peak_note = "measured fp32 GEMM" if device == "CPU" else f"{device} spec"
+            if device in ACCELERATOR_PEAK_FLOPS:
+                self.peak_flops, self._peak_note = ACCELERATOR_PEAK_FLOPS[device], f"{device} spec"
+            else:
+                self.peak_flops, self._peak_note = cpu_peak_flops()
         else:
             self._peak_note = "configured"
         # ranks of a data-parallel job log the same steps: only rank 0 writes the shared metrics file
@@ -114,8 +151,14 @@ class MFLossMonitor(Callback):
         cb = run_context.original_args()
         step_time = time.perf_counter() - self._step_start
         loss, overflow, scale, norm = _outputs(cb.net_outputs)
-        if self.check_for_nan and not np.isfinite(loss):
-            raise RuntimeError(f"loss is {loss} at step {cb.cur_step_num}; stopping (check_for_nan_in_loss_and_grad)")
+        if overflow or not np.isfinite(loss):
+            # the train step skipped the update: count it, or stop (weights are still the last good ones)
+            self.skipped_steps += 1
+            if self.check_for_nan:
+                cb.stop_reason = (f"loss {loss} / non-finite gradients at step {cb.cur_step_num}; stopped by "
+                                  f"check_for_nan_in_loss_and_grad (the saved checkpoint holds the weights "
+                                  f"before this step)")
+                run_context.request_stop()
         tokens = getattr(cb, "tokens_per_step", 0)
         tokens_per_s = tokens / step_time if step_time > 0 else 0.0
         flops = getattr(cb, "flops_per_token", 0) * tokens_per_s
@@ -142,7 +185,7 @@ class MFLossMonitor(Callback):
             if norm is not None:
                 parts.append(f"grad_norm {norm:.3f}")
             if overflow:
-                parts.append(f"overflow (loss_scale {scale:g}), step skipped")
+                parts.append(f"overflow (loss_scale {scale:g}), step skipped ({self.skipped_steps} so far)")
             parts += [f"{tokens_per_s:,.0f} tokens/s", f"MFU {100 * mfu:.2f}%",
                       f"{1000 * step_time:.0f} ms/step", f"ETA {_fmt_time(eta)}"]
             logger.info(" | ".join(parts))
@@ -156,6 +199,8 @@ class MFLossMonitor(Callback):
                         _fmt_time(time.perf_counter() - self._run_start), tps,
                         100 * sum(r["mfu"] for r in steady) / len(steady), self.peak_flops / 1e12,
                         self._peak_note, self.history[0]["loss"], self.history[-1]["loss"])
+        if self.skipped_steps:
+            logger.warning("%d steps were skipped for non-finite loss or gradients", self.skipped_steps)
 
 
 @MindFormerRegister.register(MindFormerModuleType.CALLBACK)
@@ -176,8 +221,6 @@ class CheckpointMonitor(Callback):
                              f"use 'safetensors'")
         if enc_key:
             raise ValueError("CheckpointMonitor.enc_key: encrypted checkpoints are not supported")
-        if async_save:
-            logger.warning("CheckpointMonitor.async_save: saves are synchronous in this version")
         self.prefix = prefix
         self.directory = directory
         self.save_steps = int(save_checkpoint_steps or 0)
@@ -185,6 +228,9 @@ class CheckpointMonitor(Callback):
         self.keep_max = int(keep_checkpoint_max or 0)
         self.save_optimizer = save_optimizer
         self.save_at_end = save_at_end
+        # async: the step only pays for copying the parameters; files are written by a background thread
+        self.async_save = bool(async_save)
+        self._writer: Optional[threading.Thread] = None
         self._last_saved_step = None
         self._last_save_time = time.time()
         self.saved = []
@@ -199,12 +245,28 @@ class CheckpointMonitor(Callback):
         state = {"epoch": cb.cur_epoch_num, "consumed_samples": getattr(cb, "consumed_samples", None),
                  "config_hash": getattr(cb, "config_hash", None), "loss": _outputs(cb.net_outputs)[0]}
         train_state = getattr(cb, "train_network", None) or getattr(cb, "optimizer", None)
-        path = save_checkpoint(self._directory(cb), self.prefix, step, cb.network,
-                               train_state if self.save_optimizer else None, state)
-        prune_checkpoints(self._directory(cb), self.prefix, self.keep_max)
+        weights, opt_state = snapshot(cb.network, train_state if self.save_optimizer else None, copy=self.async_save)
+        directory = self._directory(cb)
         self._last_saved_step, self._last_save_time = step, time.time()
+        self.wait()  # one write at a time, in step order
+        if self.async_save:
+            self._writer = threading.Thread(target=self._write, args=(directory, step, weights, opt_state, state),
+                                            name=f"checkpoint-step{step}", daemon=False)
+            self._writer.start()
+        else:
+            self._write(directory, step, weights, opt_state, state)
+
+    def _write(self, directory, step, weights, opt_state, state):
+        path = write_checkpoint(directory, self.prefix, step, weights, opt_state, state)
+        prune_checkpoints(directory, self.prefix, self.keep_max)
         self.saved.append(path)
         logger.info("saved checkpoint %s", path)
+
+    def wait(self):
+        """Block until a background write (async_save) has finished."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
 
     def on_train_step_end(self, run_context):
         cb = run_context.original_args()
@@ -217,3 +279,4 @@ class CheckpointMonitor(Callback):
         cb = run_context.original_args()
         if self.save_at_end and cb.cur_step_num and cb.cur_step_num != self._last_saved_step:
             self._save(cb)
+        self.wait()

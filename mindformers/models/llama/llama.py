@@ -25,12 +25,10 @@ class LlamaDecoderLayer(nn.Cell):
     def __init__(self, config: LlamaConfig):
         super().__init__()
         c, hs = config.hidden_size, config.head_dim
-        param, compute = DTYPES[config.param_init_type], DTYPES[config.compute_dtype]
-        norm_dtype = DTYPES[config.layernorm_compute_type]
-
-        def linear(n_in, n_out, bias=False):
-            return Linear(n_in, n_out, bias, config.initializer_range, param, compute)
-
+        param, norm_dtype = DTYPES[config.param_init_type], DTYPES[config.layernorm_compute_type]
+        linear = self._linear_builder(config)
+        # Qwen3-style qk-norm: an RMSNorm over each head of q and k (families set config.qk_norm).
+        qk_norm = getattr(config, "qk_norm", False)
         self.input_layernorm = RMSNorm(c, config.rms_norm_eps, param, norm_dtype)
         self.self_attn = CausalSelfAttention(
             config.num_heads, config.n_kv_heads, hs,
@@ -39,42 +37,78 @@ class LlamaDecoderLayer(nn.Cell):
             v_proj=linear(c, config.n_kv_heads * hs, config.qkv_has_bias),
             o_proj=linear(config.num_heads * hs, c),
             softmax_dtype=DTYPES[config.softmax_compute_type],
-            use_flash_attention=config.use_flash_attention)
+            use_flash_attention=config.use_flash_attention,
+            q_norm=RMSNorm(hs, config.rms_norm_eps, param, norm_dtype) if qk_norm else None,
+            k_norm=RMSNorm(hs, config.rms_norm_eps, param, norm_dtype) if qk_norm else None)
         self.post_attention_layernorm = RMSNorm(c, config.rms_norm_eps, param, norm_dtype)
-        f = config.ffn_hidden_size
+        self._build_feed_forward(config)
+
+    @staticmethod
+    def _linear_builder(config: LlamaConfig):
+        param, compute = DTYPES[config.param_init_type], DTYPES[config.compute_dtype]
+
+        def linear(n_in, n_out, bias=False):
+            return Linear(n_in, n_out, bias, config.initializer_range, param, compute)
+        return linear
+
+    def _build_feed_forward(self, config: LlamaConfig):
+        """Set `self.mlp`, the block after attention (MoE families override this)."""
+        c, f, linear = config.hidden_size, config.ffn_hidden_size, self._linear_builder(config)
         self.mlp = SwiGLU(gate_proj=linear(c, f), up_proj=linear(c, f), down_proj=linear(f, c))
 
-    def construct(self, x, cos, sin, mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def construct(self, x, cos, sin, mask, kv_cache=None, slot=None):
+        if kv_cache is None:
+            x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+            return x + self.mlp(self.post_attention_layernorm(x))
+        y, kv_cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache, slot)
+        x = x + y
+        return x + self.mlp(self.post_attention_layernorm(x)), kv_cache
 
 
 class LlamaModel(nn.Cell):
     """Token ids (B, T) -> final hidden states (B, T, C)."""
+
+    layer_class = LlamaDecoderLayer  # families with another block subclass and set this
 
     def __init__(self, config: LlamaConfig):
         super().__init__()
         self.compute_dtype = DTYPES[config.compute_dtype]
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, config.initializer_range,
                                       DTYPES[config.embedding_init_type])
-        self.layers = nn.CellList([LlamaDecoderLayer(config) for _ in range(config.num_layers)])
+        self.layers = nn.CellList([self.layer_class(config) for _ in range(config.num_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, DTYPES[config.param_init_type],
                             DTYPES[config.layernorm_compute_type])
         self.rotary_emb = RotaryEmbedding(config.head_dim, config.max_position_embedding, config.theta,
                                           config.extend_method, config.scaling_factor, DTYPES[config.rotary_dtype])
         self.max_position = config.max_position_embedding
 
-    def construct(self, input_ids):
+    def construct(self, input_ids, positions=None, mask=None, kv_caches=None, slot=None):
+        """Hidden states (B, T, C); with `kv_caches` (a (k, v) pair per layer) also the updated caches.
+
+        Training calls it with input_ids only (positions 0..T-1, causal mask). Generation passes positions
+        (B, T) int (left-padded rows start later), a bool mask (B, T, S) and, to decode, a (S,) bool `slot`
+        (see CausalSelfAttention).
+        """
         T = input_ids.shape[1]
-        if T > self.max_position:
-            raise ValueError(f"input has {T} tokens but model_config.max_position_embedding is "
-                             f"{self.max_position}; raise it or shorten the input")
         x = ops.cast(self.embed_tokens(input_ids), self.compute_dtype)  # (B, T, C)
-        cos, sin = self.rotary_emb(T)  # (T, hs) each, shared by every layer
-        mask = causal_mask(T)  # (T, T)
-        for layer in self.layers:
-            x = layer(x, cos, sin, mask)
-        return self.norm(x)
+        if positions is None:
+            if T > self.max_position:
+                raise ValueError(f"input has {T} tokens but model_config.max_position_embedding is "
+                                 f"{self.max_position}; raise it or shorten the input")
+            cos, sin = self.rotary_emb(T)  # (T, hs) each, shared by every layer
+            mask = causal_mask(T)  # (T, T)
+        else:
+            cos = ops.gather(self.rotary_emb.cos, positions, 0).expand_dims(1)  # (B, 1, T, hs)
+            sin = ops.gather(self.rotary_emb.sin, positions, 0).expand_dims(1)
+        if kv_caches is None:
+            for layer in self.layers:
+                x = layer(x, cos, sin, mask)
+            return self.norm(x)
+        new_caches = ()
+        for layer, kv_cache in zip(self.layers, kv_caches):
+            x, kv_cache = layer(x, cos, sin, mask, kv_cache, slot)
+            new_caches = new_caches + (kv_cache,)
+        return self.norm(x), new_caches
 
 
 def _recompute_layer_count(recompute_config, num_layers: int) -> int:
@@ -106,14 +140,17 @@ class LlamaForCausalLM(nn.Cell):
     construction): returns fp32 logits (B, T, vocab) for input_ids (B, T).
     """
 
+    config_class = LlamaConfig  # families subclass and set these two
+    model_class = LlamaModel
+
     def __init__(self, config: Union[LlamaConfig, dict]):
         super().__init__()
         if isinstance(config, dict):
-            config = LlamaConfig(**config)
+            config = self.config_class(**config)
         check_dtypes_on_device(config, _DTYPE_KEYS, ms.get_context("device_target"))
         self.config = config
         self.ignore_index = config.ignore_token_id
-        self.model = LlamaModel(config)
+        self.model = self.model_class(config)
         self.tie_word_embeddings = config.tie_word_embeddings
         if not config.tie_word_embeddings:
             self.lm_head = Linear(config.hidden_size, config.vocab_size, False, config.initializer_range,
@@ -130,12 +167,36 @@ class LlamaForCausalLM(nn.Cell):
 
     def logits(self, input_ids):
         """fp32 logits (B, T, vocab) for input_ids (B, T)."""
-        h = self.model(input_ids)  # (B, T, C)
+        return self._head(self.model(input_ids))  # (B, T, vocab)
+
+    def _head(self, h):
+        """fp32 logits (B, T, vocab) from final hidden states (B, T, C)."""
         if self.tie_word_embeddings:
             B, T, C = h.shape
             w = ops.cast(self.model.embed_tokens.weight, h.dtype)
             return ops.cast(self.head_matmul(h.reshape(B * T, C), w), ms.float32).reshape(B, T, -1)
         return ops.cast(self.lm_head(h), ms.float32)
+
+    def init_kv_caches(self, batch_size: int, cache_len: int) -> tuple:
+        """Zeroed static KV cache: a (k, v) pair of (B, n_kv_heads, cache_len, head_dim) per layer."""
+        c = self.config
+        shape = (batch_size, c.n_kv_heads, cache_len, c.head_dim)
+        dtype = DTYPES[c.compute_dtype]
+        return tuple((ops.zeros(shape, dtype), ops.zeros(shape, dtype)) for _ in range(c.num_layers))
+
+    def forward_positions(self, input_ids, positions, mask):
+        """fp32 logits (B, T, vocab) for explicit positions (B, T) and bool mask (B, T, T), no cache."""
+        return self._head(self.model(input_ids, positions, mask))
+
+    def prefill(self, input_ids, positions, mask, kv_caches):
+        """Run the prompt (B, P) into empty caches: last-position fp32 logits (B, vocab) and the caches."""
+        h, kv_caches = self.model(input_ids, positions, mask, kv_caches)
+        return self._head(h[:, -1:])[:, 0], kv_caches
+
+    def decode(self, input_ids, positions, mask, kv_caches, slot):
+        """One token per row (B, 1) written at cache slot `slot` ((S,) one-hot): logits (B, vocab), caches."""
+        h, kv_caches = self.model(input_ids, positions, mask, kv_caches, slot)
+        return self._head(h)[:, 0], kv_caches
 
     def construct(self, input_ids, labels=None):
         if not self.training:

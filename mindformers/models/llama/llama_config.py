@@ -2,14 +2,13 @@
 import numbers
 from typing import Optional, Union
 
-from mindformers.modules import check_extend_method, llama_ffn_hidden_size, rope_tables
+from mindformers.modules import check_extend_method, from_rope_scaling, llama_ffn_hidden_size, rope_tables
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..base import BaseConfig, check_dtype
 
 # Non-default values of these keys select features this project does not have yet: each must fail loudly.
 _UNSUPPORTED = {
-    "use_past": (False, "incremental decoding with a KV cache is not implemented yet; set use_past: False"),
     "is_dynamic": (False, "dynamic-shape inference is not implemented yet; set is_dynamic: False"),
     "block_size": (16, "paged attention (block_size/num_blocks) is not implemented yet; remove the key"),
     "num_blocks": (512, "paged attention (block_size/num_blocks) is not implemented yet; remove the key"),
@@ -75,6 +74,7 @@ class LlamaConfig(BaseConfig):
                  use_past: bool = False,
                  extend_method: Optional[str] = "None",
                  scaling_factor: Union[float, dict] = 1.0,
+                 rope_scaling: Optional[dict] = None,
                  is_dynamic: bool = False,
                  use_rope_slice: bool = False,
                  use_flash_attention: bool = False,
@@ -140,6 +140,14 @@ class LlamaConfig(BaseConfig):
             raise ValueError(f"model_config.max_position_embedding ({max_position_embedding}) must be >= "
                              f"seq_length ({seq_length}): rotary tables cover only max_position_embedding positions")
         args["extend_method"] = check_extend_method(extend_method)
+        if rope_scaling is not None:
+            # The Hugging Face form of extend_method/scaling_factor; both may be given only if they agree.
+            method, factor = from_rope_scaling(rope_scaling)
+            if (args["extend_method"], scaling_factor) not in (("None", 1.0), (method, factor)):
+                raise ValueError(f"model_config.rope_scaling={rope_scaling!r} conflicts with extend_method="
+                                 f"{extend_method!r}, scaling_factor={scaling_factor!r}; set only one of them")
+            args["extend_method"] = method
+            args["scaling_factor"] = scaling_factor = factor
         # Building a one-row table checks scaling_factor against the scaling type now, not at model build.
         rope_tables(hidden_size // num_heads, 1, theta, args["extend_method"], scaling_factor)
         args["embedding_init_type"] = embedding_init_type or param_init_type

@@ -117,14 +117,20 @@ def build_from_config(cfg, module_type: MindFormerModuleType, **defaults):
 
 def accepted_kwargs(obj) -> Optional[list]:
     """Keyword names a class's constructor (or a function) takes; None if it takes **kwargs."""
-    target = obj.__init__ if inspect.isclass(obj) else obj
-    try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return None
-    return [n for n, p in params.items() if n != "self" and p.kind != p.VAR_POSITIONAL]
+    # A class whose __init__ passes **kwargs on to a base class of this package accepts the base's keys too.
+    targets = [vars(c)["__init__"] for c in obj.__mro__ if "__init__" in vars(c)
+               and (c is obj or c.__module__.startswith("mindformers."))] if inspect.isclass(obj) else [obj]
+    names = []
+    for target in targets:
+        try:
+            params = inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            return None
+        names += [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                  and n not in names]
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return names
+    return None
 
 
 def _check_kwargs(kwargs, accepted, type_name):

@@ -1,0 +1,147 @@
+"""Hugging Face directories: build a model from config.json + safetensors, and save one back.
+
+Our parameter names equal HF's and Dense weights are (out, in) like torch, so weights load as they are.
+"""
+import json
+import logging
+import os
+from typing import Dict, Optional
+
+import mindspore as ms
+import numpy as np
+
+from ...tools.paths import resolve_repo_path
+from .families import HF_FAMILIES, family_of, family_of_config
+from .safetensors_io import read_weights_dir, save_weights_dir
+
+logger = logging.getLogger("mindformers")
+
+CONFIG_FILE = "config.json"
+# Buffers some HF checkpoints carry that are not parameters (we recompute RoPE tables from the config).
+_IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
+
+
+def read_hf_config(model_dir: str) -> dict:
+    """config.json of an HF directory as a dict."""
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"pretrained_model_dir {model_dir} is not a directory")
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained_model_dir {model_dir} has no {CONFIG_FILE} (is it a Hugging Face "
+                                f"model directory?)")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def config_from_hf(model_dir: str, overrides: Optional[dict] = None):
+    """Our model config from `model_dir`/config.json; `overrides` (model_config keys) win over it."""
+    hf = read_hf_config(model_dir)
+    family = family_of(hf, os.path.join(model_dir, CONFIG_FILE))
+    overrides = dict(overrides or {})
+    wanted = overrides.pop("type", None)
+    if wanted not in (None, family.config_class.__name__):
+        raise ValueError(f"model_config.type {wanted} does not match {model_dir}/{CONFIG_FILE} model_type "
+                         f"{family.model_type!r} ({family.config_class.__name__}); remove the key or fix it")
+    kwargs = {k: v for k, v in family.from_hf(hf).items() if v is not None}
+    kwargs.update(overrides)
+    # a shorter seq_length from the YAML must not shrink the RoPE table below config.json's
+    if "seq_length" in overrides and "max_position_embedding" not in overrides:
+        kwargs["max_position_embedding"] = max(kwargs["max_position_embedding"], kwargs["seq_length"])
+    return family.config_class(**kwargs)
+
+
+def model_class_for(model_dir: str) -> type:
+    """Our model class for the directory's model_type."""
+    return family_of(read_hf_config(model_dir), os.path.join(model_dir, CONFIG_FILE)).model_class
+
+
+def load_state_dict(network, weights: Dict[str, np.ndarray], source: str):
+    """Copy name -> array into `network` (cast to each parameter's dtype); any mismatch is an error."""
+    params = {p.name: p for p in network.get_parameters()}
+    tied = getattr(network.config, "tie_word_embeddings", False)
+    weights = {n: w for n, w in weights.items() if not n.endswith(_IGNORED_SUFFIXES)}
+    if tied:
+        weights.pop("lm_head.weight", None)  # some exports keep the tied copy
+    missing = sorted(set(params) - set(weights))
+    unexpected = sorted(set(weights) - set(params))
+    mismatched = [f"{n}: file {tuple(weights[n].shape)} vs model {tuple(params[n].shape)}"
+                  for n in sorted(set(params) & set(weights)) if tuple(weights[n].shape) != tuple(params[n].shape)]
+    problems = []
+    if missing:
+        hint = " (set tie_word_embeddings: true if lm_head shares the embedding)" \
+            if missing == ["lm_head.weight"] else ""
+        problems.append(f"missing {len(missing)}: {', '.join(missing[:12])}{hint}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:12])}")
+    if mismatched:
+        problems.append(f"shape mismatch: {'; '.join(mismatched[:12])}")
+    if problems:
+        raise ValueError(f"{source} does not fit {type(network).__name__}: " + " | ".join(problems))
+    for name, param in params.items():
+        param.set_data(ms.Tensor(np.asarray(weights[name], np.float32), dtype=param.dtype))
+
+
+def load_hf_weights(network, model_dir: str):
+    """Load the safetensors weights of `model_dir` (single file or sharded) into `network`."""
+    load_state_dict(network, read_weights_dir(model_dir), f"pretrained_model_dir {model_dir}")
+
+
+def from_pretrained(model_dir: str, arch: Optional[str] = None, **overrides):
+    """Model built from an HF directory's config.json (`overrides` are model_config keys) with its weights.
+
+    `model_dir` may also be a .gguf file (Llama/Qwen2, see hf/gguf.py).
+
+    `arch` (the YAML's model.arch.type), if given, must name the directory's model class.
+    """
+    model_dir = resolve_repo_path(model_dir, "pretrained_model_dir")
+    if os.path.isfile(model_dir) and model_dir.endswith(".gguf"):
+        from .gguf import read_gguf
+        config, weights, model_class = read_gguf(model_dir)
+        config = with_overrides(config, overrides, model_dir)
+    else:
+        config, weights = config_from_hf(model_dir, overrides), None
+        model_class = model_class_for(model_dir)
+    if arch not in (None, model_class.__name__):
+        raise ValueError(f"model.arch.type {arch} does not match {model_dir}/{CONFIG_FILE} "
+                         f"({model_class.__name__}); remove the key or fix it")
+    network = model_class(config)
+    if weights is None:
+        load_hf_weights(network, model_dir)
+    else:
+        load_state_dict(network, weights, f"GGUF file {model_dir}")
+    return network
+
+
+def with_overrides(config, overrides: dict, source: str):
+    """`config` rebuilt with model_config `overrides` (a `type` key must name its class)."""
+    overrides = dict(overrides)
+    wanted = overrides.pop("type", None)
+    if wanted not in (None, type(config).__name__):
+        raise ValueError(f"model_config.type {wanted} does not match {source} ({type(config).__name__}); "
+                         f"remove the key or fix it")
+    return type(config)(**{**config.to_dict(), **overrides}) if overrides else config
+
+
+def hf_config_dict(config) -> dict:
+    """The HF config.json dict for our config."""
+    family = family_of_config(config)
+    hf = {"architectures": list(family.architectures), "model_type": family.model_type, **family.to_hf(config)}
+    return {k: v for k, v in hf.items() if v is not None or k in ("rope_scaling", "pad_token_id")}
+
+
+def save_pretrained(network, save_dir: str, dtype: str = "float32", max_shard_size: int = 5 * 2**30) -> str:
+    """Write config.json + model.safetensors (sharded above `max_shard_size` bytes) loadable by HF transformers."""
+    os.makedirs(save_dir, exist_ok=True)
+    hf = hf_config_dict(network.config)
+    hf["torch_dtype"] = dtype
+    with open(os.path.join(save_dir, CONFIG_FILE), "w", encoding="utf-8") as f:
+        json.dump(hf, f, indent=2, sort_keys=True)
+    weights = {p.name: p.asnumpy().astype(np.float32, copy=False) for p in network.get_parameters()}
+    files = save_weights_dir(save_dir, weights, dtype, max_shard_size)
+    logger.info("saved %s (%s) to %s", hf["architectures"][0], ", ".join(files), save_dir)
+    return save_dir
+
+
+def supported_model_types():
+    """HF model_type values that load."""
+    return sorted(HF_FAMILIES)
