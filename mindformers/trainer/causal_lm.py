@@ -62,6 +62,21 @@ class TrainingStopped(RuntimeError):
     """Training stopped on purpose before its last step (e.g. non-finite loss with check_for_nan...)."""
 
 
+def _refuse_unimplemented(config):
+    """Upstream keys this suite accepts but does not act on yet stop the run instead of being ignored."""
+    problems = []
+    if config.get("profile"):
+        problems.append("profile: True (profiling is not implemented yet; set profile: False)")
+    if (config.get("tensorboard") or {}).get("tensorboard_dir"):
+        problems.append("tensorboard.tensorboard_dir (TensorBoard summaries are not implemented yet; "
+                        "per-step metrics are in output_dir/log/train_metrics.jsonl)")
+    if (config.get("monitor_config") or {}).get("monitor_on"):
+        problems.append("monitor_config.monitor_on: True (not implemented yet; MFLossMonitor logs the global "
+                        "gradient norm)")
+    if problems:
+        raise NotImplementedError("; ".join(problems))
+
+
 def _eval_batch_size(config) -> int:
     return int((config.get("eval_dataset") or {}).get("batch_size")
                or (config.get("runner_config") or {}).get("batch_size") or 1)
@@ -92,6 +107,7 @@ class CausalLanguageModelingTrainer:
                                 or network is not None):
             raise ValueError("run_mode finetune needs weights to start from: set load_checkpoint "
                              "(or pretrained_model_dir)")
+        _refuse_unimplemented(config)
         env = build_context(config)
         output_dir = os.path.abspath(config.get("output_dir") or "./output")
         os.makedirs(output_dir, exist_ok=True)

@@ -79,3 +79,11 @@ def test_two_runs_with_the_same_seed_are_bit_identical(tmp_path):
         assert out.returncode == 0, out.stderr[-3000:]
         losses.append([json.loads(line)["loss"] for line in open(tmp_path / name / "log" / "train_metrics.jsonl")])
     assert len(losses[0]) == 5 and losses[0] == losses[1]
+
+
+def test_unimplemented_upstream_keys_stop_the_run(tmp_path):
+    out = subprocess.run([sys.executable, "run_mindformer.py", "--config", TINY, "--output_dir", str(tmp_path),
+                          "--options", "profile=True", "tensorboard.tensorboard_dir=tb"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, GLOG_v="3"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "profile: True" in out.stderr and "tensorboard.tensorboard_dir" in out.stderr
