@@ -98,13 +98,29 @@ class GenerationConfig:
         return cls(**values)
 
     @classmethod
-    def from_pretrained(cls, path: str) -> "GenerationConfig":
-        """From a Hugging Face generation_config.json (a file or the directory holding it); extra keys ignored."""
+    def from_pretrained(cls, path: str, **overrides) -> "GenerationConfig":
+        """From a Hugging Face generation_config.json (a file or the directory holding it), then `overrides`.
+
+        Keys of the file we don't decode with (transformers_version, ...) are ignored; unknown `overrides`
+        are an error, as in from_dict.
+        """
+        values = cls.read_pretrained(path)
+        cls.from_dict(overrides)  # names and values of the overrides checked on their own first
+        return cls(**{**values, **overrides})
+
+    @classmethod
+    def read_pretrained(cls, path: str) -> dict:
+        """The keys of a generation_config.json that GenerationConfig knows, as a dict."""
         file = os.path.join(path, "generation_config.json") if os.path.isdir(path) else path
-        with open(file, encoding="utf-8") as f:
-            values = json.load(f)
+        try:
+            with open(file, encoding="utf-8") as f:
+                values = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{file}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{file}: expected a JSON object of generation keys")
         known = cls().to_dict()
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return {k: v for k, v in values.items() if k in known}
 
     def __repr__(self) -> str:
         return f"GenerationConfig({self.to_dict()})"

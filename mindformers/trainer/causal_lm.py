@@ -281,7 +281,7 @@ class CausalLanguageModelingTrainer:
     def predict(self, config, network=None, tokenizer=None, inputs=None, max_new_tokens: Optional[int] = None
                 ) -> List[str]:
         """Continue each prompt with `generation_config` (KV-cached when model_config.use_past is True)."""
-        from ..generation import GenerationConfig, generate
+        from ..generation import generate
 
         build_context(config)
         tokenizer = build_tokenizer(config, tokenizer)
@@ -290,7 +290,7 @@ class CausalLanguageModelingTrainer:
         network = build_model(config, network)
         network.set_train(False)
         prompts = _read_prompts(inputs if inputs is not None else config.get("input_data"))
-        gen = GenerationConfig.from_dict(_plain(config.get("generation_config") or {}))
+        gen = predict_generation_config(config)
         if max_new_tokens is not None:
             gen = gen.update(max_new_tokens=int(max_new_tokens))
         batch_size = int(config.get("predict_batch_size") or 8)
@@ -308,6 +308,23 @@ class CausalLanguageModelingTrainer:
             for p, o in zip(prompts, outputs):
                 f.write(json.dumps({"prompt": p, "output": o}, ensure_ascii=False) + "\n")
         return outputs
+
+
+def predict_generation_config(config):
+    """The YAML's `generation_config` keys over those of `pretrained_model_dir`/generation_config.json (if any)."""
+    from ..generation import GenerationConfig
+
+    yaml_keys = _plain(config.get("generation_config") or {})
+    model_dir = config.get("pretrained_model_dir")
+    if model_dir:
+        from ..tools.paths import resolve_repo_path
+        model_dir = resolve_repo_path(model_dir, "pretrained_model_dir")
+        if os.path.isfile(os.path.join(model_dir, "generation_config.json")):
+            base = GenerationConfig.read_pretrained(model_dir)
+            logger.info("generation defaults from %s/generation_config.json: %s; the YAML sets %s", model_dir,
+                        base, yaml_keys or "nothing")
+            return GenerationConfig.from_pretrained(model_dir, **yaml_keys)
+    return GenerationConfig.from_dict(yaml_keys)
 
 
 def _plain(section) -> dict:

@@ -30,10 +30,14 @@ def _permute(w, n_heads):
     return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _write(path, net, arch, quant=None):
-    """Write `net` as a GGUF file; matrices in `quant` (a GGMLQuantizationType) when given, else float32."""
+def _write(path, net, arch, quant=None, extra=None):
+    """Write `net` as a GGUF file; matrices in `quant` (a GGMLQuantizationType) when given, else float32.
+
+    `extra(writer)` adds further keys or tensors."""
     c = net.config
     writer = gguf.GGUFWriter(str(path), arch)
+    if extra is not None:
+        extra(writer)
     writer.add_context_length(c.max_position_embedding)
     writer.add_embedding_length(c.hidden_size)
     writer.add_block_count(c.num_layers)
@@ -122,3 +126,73 @@ def test_unknown_architecture_is_a_clear_error(tmp_path):
     writer.close()
     with pytest.raises(ValueError, match="general.architecture 'gpt2' is not supported; supported: llama, qwen2"):
         load_gguf(str(tmp_path / "x.gguf"))
+
+
+def _llama_with(rope_scaling, seed=3):
+    ms.set_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(hidden_size=64, num_layers=1, num_heads=2, n_kv_heads=2, vocab_size=64,
+                                        intermediate_size=64, seq_length=32, theta=500000.0,
+                                        rope_scaling=rope_scaling))
+
+
+def _rope_divisors(head_dim, theta, rope_scaling):
+    """What llama.cpp's converter stores as rope_freqs: default inv_freq over the scaled one (own formula)."""
+    inv = 1.0 / theta ** (np.arange(0, head_dim, 2) / head_dim)
+    wavelen = 2 * np.pi / inv
+    low_wl = rope_scaling["original_max_position_embeddings"] / rope_scaling["low_freq_factor"]
+    high_wl = rope_scaling["original_max_position_embeddings"] / rope_scaling["high_freq_factor"]
+    out = []
+    for w in wavelen:
+        if w < high_wl:
+            out.append(1.0)
+        elif w > low_wl:
+            out.append(rope_scaling["factor"])
+        else:
+            smooth = (rope_scaling["original_max_position_embeddings"] / w - rope_scaling["low_freq_factor"]) / (
+                rope_scaling["high_freq_factor"] - rope_scaling["low_freq_factor"])
+            out.append(1 / ((1 - smooth) / rope_scaling["factor"] + smooth))
+    return np.asarray(out, np.float32)
+
+
+LLAMA31 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+           "original_max_position_embeddings": 8192}
+
+
+def test_llama31_rope_freqs_tensor_becomes_llama3_scaling(tmp_path):
+    net = _llama_with(LLAMA31)
+    divisors = _rope_divisors(32, 500000.0, LLAMA31)
+    _write(tmp_path / "m.gguf", net, "llama", extra=lambda w: w.add_tensor("rope_freqs.weight", divisors))
+    loaded = load_gguf(str(tmp_path / "m.gguf"))
+    assert loaded.config.extend_method == "llama3"
+    assert {**loaded.config.scaling_factor, "rope_type": "llama3"} == LLAMA31
+    np.testing.assert_allclose(_logits(loaded, IDS), _logits(net, IDS), atol=1e-5, rtol=0)
+    # divisors of another shape of scaling are refused, not applied approximately
+    _write(tmp_path / "odd.gguf", net, "llama", extra=lambda w: w.add_tensor("rope_freqs.weight", divisors ** 0.5))
+    with pytest.raises(ValueError, match="rope_freqs tensor does not match Llama 3.1 scaling"):
+        load_gguf(str(tmp_path / "odd.gguf"))
+
+
+@pytest.mark.parametrize("kind", ["linear", "yarn"])
+def test_rope_scaling_metadata(tmp_path, kind):
+    scaling = {"rope_type": kind, "factor": 4.0}
+    if kind == "yarn":
+        scaling["original_max_position_embeddings"] = 16
+
+    def extra(writer):
+        writer.add_rope_scaling_type(getattr(gguf.RopeScalingType, kind.upper()))
+        writer.add_rope_scaling_factor(4.0)
+        if kind == "yarn":
+            writer.add_rope_scaling_orig_ctx_len(16)
+
+    net = _llama_with(scaling)
+    _write(tmp_path / "m.gguf", net, "llama", extra=extra)
+    loaded = load_gguf(str(tmp_path / "m.gguf"))
+    assert loaded.config.extend_method == kind
+    np.testing.assert_allclose(_logits(loaded, IDS), _logits(net, IDS), atol=1e-5, rtol=0)
+
+
+def test_partial_rotary_is_refused(tmp_path):
+    net = _llama_with(None)
+    _write(tmp_path / "m.gguf", net, "llama", extra=lambda w: w.add_rope_dimension_count(16))
+    with pytest.raises(ValueError, match="rope.dimension_count=16 .partial rotary. is not supported"):
+        load_gguf(str(tmp_path / "m.gguf"))

@@ -1,14 +1,17 @@
 """pretrained_model_dir in the trainer: predict from the shipped HF YAML, finetune starting from HF weights."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from mindformers.config import load_config
 from mindformers.models.hf import read_weights_dir, tokenizer_from_hf
-from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer, build_model, build_tokenizer
+from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer, build_model, build_tokenizer, \
+    predict_generation_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HF_YAML = "configs/llama/predict_llama_tiny_hf.yaml"
@@ -44,3 +47,20 @@ def test_finetune_starts_from_hf_weights(tmp_path):
     config.model.model_config = {"type": "LlamaConfig", "seq_length": 32}
     history = CausalLanguageModelingTrainer().train(config, is_finetune=True)
     assert len(history) == 2 and all(np.isfinite(r["loss"]) for r in history)
+
+
+def test_generation_config_json_gives_defaults_and_the_yaml_wins(tmp_path):
+    model_dir = tmp_path / "hf"
+    shutil.copytree(FIXTURE, model_dir)
+    with open(model_dir / "generation_config.json", "w", encoding="utf-8") as f:
+        json.dump({"do_sample": True, "temperature": 0.6, "top_p": 0.9, "eos_token_id": [2, 7],
+                   "max_new_tokens": 11, "transformers_version": "5.23.0"}, f)
+    config = load_config(os.path.join(ROOT, HF_YAML), {"pretrained_model_dir": str(model_dir)})
+    gen = predict_generation_config(config)  # the YAML sets max_new_tokens 16 and do_sample False
+    assert (gen.do_sample, gen.max_new_tokens, gen.temperature, gen.top_p, gen.eos_token_id) == \
+        (False, 16, 0.6, 0.9, [2, 7])
+    config.generation_config = {}
+    assert predict_generation_config(config).do_sample is True
+    (model_dir / "generation_config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="generation_config.json: not valid JSON"):
+        predict_generation_config(config)

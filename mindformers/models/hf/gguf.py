@@ -10,6 +10,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from ...modules.rotary import ROPE_SCALING
 from ..llama import LlamaConfig, LlamaForCausalLM
 from ..qwen2 import Qwen2Config, Qwen2ForCausalLM
 from .pretrained import with_overrides, load_state_dict
@@ -55,10 +56,6 @@ def _config_kwargs(meta: dict, path: str, vocab_size: int) -> dict:
             raise ValueError(f"{path}: GGUF metadata {arch}.{key} is missing")
         return value
 
-    scaling = meta.get(f"{arch}.rope.scaling.type", "none")
-    if scaling not in ("none",):
-        raise ValueError(f"{path}: {arch}.rope.scaling.type={scaling!r} is not supported by the GGUF import "
-                         f"(only unscaled RoPE); load the Hugging Face directory instead")
     heads = int(get("attention.head_count"))
     context = int(get("context_length"))
     kwargs = {"hidden_size": int(get("embedding_length")), "intermediate_size": int(get("feed_forward_length")),
@@ -67,11 +64,56 @@ def _config_kwargs(meta: dict, path: str, vocab_size: int) -> dict:
               "max_position_embedding": context, "seq_length": context,
               "rms_norm_eps": float(get("attention.layer_norm_rms_epsilon")),
               "theta": float(get("rope.freq_base", 10000.0))}
+    head_dim = kwargs["hidden_size"] // heads
+    rope_dims = meta.get(f"{arch}.rope.dimension_count", head_dim)
+    if int(rope_dims) != head_dim:
+        raise ValueError(f"{path}: {arch}.rope.dimension_count={rope_dims} (partial rotary) is not supported; "
+                         f"the decoder rotates the whole head of {head_dim}")
     for ours, key in (("bos_token_id", "tokenizer.ggml.bos_token_id"), ("eos_token_id", "tokenizer.ggml.eos_token_id"),
                       ("pad_token_id", "tokenizer.ggml.padding_token_id")):
         if key in meta:
             kwargs[ours] = int(meta[key])
     return kwargs
+
+
+def _rope_scaling(meta: dict, path: str, theta: float, head_dim: int, rope_freqs):
+    """The HF-style rope_scaling dict of a GGUF file (None: plain RoPE).
+
+    llama.cpp writes linear and YaRN scaling as `<arch>.rope.scaling.*` keys, but Llama 3.1's scaling as a
+    `rope_freqs` tensor of per-frequency divisors. Those divisors are found again from the llama3 parameters
+    every Llama 3.x release uses (low/high frequency factors 1 and 4, original context 8192) and checked
+    against the tensor, so other divisors are an error rather than silently different positions.
+    """
+    arch = meta.get("general.architecture")
+    kind = str(meta.get(f"{arch}.rope.scaling.type", "none"))
+    factor = meta.get(f"{arch}.rope.scaling.factor")
+    original = meta.get(f"{arch}.rope.scaling.original_context_length")
+    if kind != "none" and rope_freqs is not None:
+        raise ValueError(f"{path}: both {arch}.rope.scaling.type={kind!r} and a rope_freqs tensor; cannot tell "
+                         f"which scaling to apply")
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": float(factor)}
+    if kind == "yarn":
+        if original is None:
+            raise ValueError(f"{path}: YaRN scaling needs {arch}.rope.scaling.original_context_length")
+        if meta.get(f"{arch}.rope.scaling.yarn_log_multiplier") not in (None, 0.1):
+            raise ValueError(f"{path}: {arch}.rope.scaling.yarn_log_multiplier other than 0.1 is not supported")
+        return {"rope_type": "yarn", "factor": float(factor), "original_max_position_embeddings": int(original)}
+    if kind != "none":
+        raise ValueError(f"{path}: {arch}.rope.scaling.type={kind!r} is not supported; valid: none, linear, yarn "
+                         f"(or a rope_freqs tensor in Llama 3.1 form)")
+    if rope_freqs is None:
+        return None
+    divisors = np.asarray(rope_freqs, np.float64).reshape(-1)
+    params = {"rope_type": "llama3", "factor": float(divisors.max()), "low_freq_factor": 1.0,
+              "high_freq_factor": 4.0, "original_max_position_embeddings": int(original or 8192)}
+    plain, _ = ROPE_SCALING["default"](head_dim, theta, 2, 1.0)
+    scaled, _ = ROPE_SCALING["llama3"](head_dim, theta, 2, {k: v for k, v in params.items() if k != "rope_type"})
+    if divisors.shape != (head_dim // 2,) or not np.allclose(plain[1] / scaled[1], divisors, rtol=1e-4):
+        raise ValueError(f"{path}: the rope_freqs tensor does not match Llama 3.1 scaling with factor "
+                         f"{params['factor']:g}, low/high frequency factors 1/4 and original context "
+                         f"{params['original_max_position_embeddings']}; load the Hugging Face directory instead")
+    return params
 
 
 def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -107,6 +149,9 @@ def read_gguf(path: str) -> Tuple[object, Dict[str, np.ndarray], type]:
         raise ValueError(f"{path}: no token_embd.weight tensor")
     kwargs = _config_kwargs(meta, path, int(raw["token_embd.weight"].shape[1]))
     kwargs["tie_word_embeddings"] = "output.weight" not in raw
+    rope_freqs = _tensor(gguf, raw.pop("rope_freqs.weight")) if "rope_freqs.weight" in raw else None
+    kwargs["rope_scaling"] = _rope_scaling(meta, path, kwargs["theta"], kwargs["hidden_size"] // kwargs["num_heads"],
+                                           rope_freqs)
     config = config_class(**kwargs)
     weights = {}
     for name, tensor in raw.items():
@@ -116,8 +161,7 @@ def read_gguf(path: str) -> Tuple[object, Dict[str, np.ndarray], type]:
         elif match and match.group(2) in _LAYER_NAMES:
             ours = f"model.layers.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}.{match.group(3)}"
         else:
-            raise ValueError(f"{path}: tensor {name} has no counterpart in {model_class.__name__} "
-                             f"(rope_freqs and other extras are not supported)")
+            raise ValueError(f"{path}: tensor {name} has no counterpart in {model_class.__name__}")
         value = _tensor(gguf, tensor)
         if permuted and match and match.group(2) in ("attn_q", "attn_k"):
             value = _unpermute(value, config.num_heads if match.group(2) == "attn_q" else config.n_kv_heads)
