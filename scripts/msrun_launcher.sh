@@ -17,7 +17,8 @@
 # Two "nodes" on one host (9-argument form twice, same MASTER_ADDR/PORT) half work: msrun starts a
 # scheduler on every node whose MASTER_ADDR is a local address, the one that loses the race for the
 # port fails, and its msrun exits 1 although every rank joined the one cluster and finished.
-# Real multi-node runs are unaffected.
+# Real multi-node runs are unaffected; to rehearse one on a single machine give each "node" its own
+# network namespace and address (tests/scripts/test_msrun_multinode.py does this with `ip netns`).
 set -euo pipefail
 
 REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
