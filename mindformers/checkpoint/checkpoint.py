@@ -138,8 +138,14 @@ def load_weights(network, path: str, strict: bool = True) -> Dict[str, list]:
     """Load weights into `network`; missing, unexpected or mis-shaped names are an error listing them."""
     import mindspore as ms
 
-    file = resolve_checkpoint(path)
-    weights = read_weights(file)
+    from .sharded import is_sharded, merge_sharded, read_strategy_summary
+
+    if is_sharded(path):  # auto_trans_ckpt: per-rank shards are merged into the full weights first
+        file = f"{path} (sharded: {read_strategy_summary(path)})"
+        weights = merge_sharded(path)
+    else:
+        file = resolve_checkpoint(path)
+        weights = read_weights(file)
     params = {p.name: p for p in network.get_parameters()}
     missing = sorted(set(params) - set(weights))
     unexpected = sorted(set(weights) - set(params))

@@ -5,6 +5,8 @@ import random
 
 import numpy as np
 
+from ..parallel.plan import MeshLayout
+
 logger = logging.getLogger("mindformers")
 
 DEVICES = ("CPU", "GPU", "Ascend")
@@ -71,6 +73,11 @@ def build_context(config) -> dict:
     rank_id, device_num = 0, 1
     if config.get("use_parallel"):
         rank_id, device_num = _init_distributed(config, device)
+    else:
+        layout = MeshLayout.from_config(config.get("parallel_config"), None)
+        if layout.device_num > 1:
+            logger.warning("parallel_config asks for %d devices (dp=%d mp=%d pp=%d cp=%d) but use_parallel is False: "
+                           "this run uses one device", layout.device_num, layout.dp, layout.mp, layout.pp, layout.cp)
     set_seed(seed)
     return {"device_target": device, "mode": mode, "rank_id": rank_id, "device_num": device_num}
 
@@ -94,12 +101,40 @@ def _init_distributed(config, device: str):
     init()
     rank_id, device_num = get_rank(), get_group_size()
     parallel = dict(config.get("parallel") or {})
-    mode = parallel.get("parallel_mode", 0)
-    names = {0: "data_parallel", 1: "semi_auto_parallel", 2: "auto_parallel", 3: "hybrid_parallel"}
-    mode_name = names.get(mode, mode)
-    if mode_name != "data_parallel" and device == "CPU":
-        raise RuntimeError(f"parallel.parallel_mode: {mode} ({mode_name}) needs Ascend devices; on CPU use "
-                           f"parallel_mode: 0 (data parallel)")
+    mode_name = parallel_mode_name(config)
+    layout = MeshLayout.from_config(config.get("parallel_config"), None)
+    if mode_name == "data_parallel":
+        beyond_dp = {k: v for k, v in (("model_parallel", layout.mp), ("pipeline_stage", layout.pp),
+                                       ("context_parallel", layout.cp)) if v > 1}
+        if beyond_dp:
+            raise RuntimeError(f"parallel_config {beyond_dp} needs parallel.parallel_mode: 1 (semi_auto_parallel), "
+                               f"but parallel_mode is 0 (data parallel); set them to 1 or switch the mode (Ascend)")
+        if layout.dp not in (1, device_num):
+            logger.info("parallel_config.data_parallel %d differs from the %d workers; data parallel uses all %d",
+                        layout.dp, device_num, device_num)
+    else:
+        MeshLayout.from_config(config.get("parallel_config"), device_num)  # the mesh must fit the devices
+        if device == "CPU":
+            raise RuntimeError(f"parallel.parallel_mode: {parallel.get('parallel_mode')} ({mode_name}) needs Ascend "
+                               f"devices (MindSpore runs only data parallel on CPU); on CPU use parallel_mode: 0. "
+                               f"Check the layout without devices: python -m mindformers.parallel --config <yaml>")
+    kwargs = {}
+    if mode_name != "data_parallel":
+        kwargs = {"pipeline_stages": layout.pp,
+                  "enable_parallel_optimizer": bool(parallel.get("enable_parallel_optimizer", layout.optimizer_shard))}
     ms.set_auto_parallel_context(parallel_mode=mode_name, gradients_mean=parallel.get("gradients_mean", True),
-                                 device_num=device_num)
+                                 device_num=device_num, **kwargs)
     return rank_id, device_num
+
+
+_MODE_NAMES = {0: "data_parallel", 1: "semi_auto_parallel", 2: "auto_parallel", 3: "hybrid_parallel"}
+
+
+def parallel_mode_name(config) -> str:
+    """MindSpore's name for `parallel.parallel_mode` (0-3 or the name itself)."""
+    mode = (config.get("parallel") or {}).get("parallel_mode", 0)
+    name = _MODE_NAMES.get(mode, mode)
+    if name not in _MODE_NAMES.values():
+        raise ValueError(f"parallel.parallel_mode: {mode!r} is not one of 0 (data_parallel), 1 (semi_auto_parallel), "
+                         f"2 (auto_parallel), 3 (hybrid_parallel)")
+    return name

@@ -123,6 +123,7 @@ class CausalLanguageModelingTrainer:
             config.load_checkpoint = resume_dir
         tokenizer = build_tokenizer(config, tokenizer)
         network = build_model(config, network)
+        _shard_for_semi_auto_parallel(config, network, env)
         model_config = network.config
         seq_length = int(model_config.seq_length)
         start_step = 0
@@ -308,6 +309,19 @@ class CausalLanguageModelingTrainer:
             for p, o in zip(prompts, outputs):
                 f.write(json.dumps({"prompt": p, "output": o}, ensure_ascii=False) + "\n")
         return outputs
+
+
+def _shard_for_semi_auto_parallel(config, network, env):
+    """Under semi-auto/auto parallel (Ascend), set the shard strategies of parallel_config's plan."""
+    from ..core.context import parallel_mode_name
+
+    if not config.get("use_parallel") or parallel_mode_name(config) == "data_parallel":
+        return
+    from ..parallel import MeshLayout, ShardPlan, apply_plan
+
+    plan = ShardPlan.for_network(network, MeshLayout.from_config(config.get("parallel_config"), env["device_num"]))
+    apply_plan(network, plan)
+    logger.info("shard plan:\n%s", plan.describe())
 
 
 def predict_generation_config(config):

@@ -1,0 +1,42 @@
+"""Check a parallel layout without devices: python -m mindformers.parallel --config X.yaml --device_num 8
+
+Prints the mesh, the pipeline stages, each parameter's split and the per-rank parameter memory; a layout
+that does not fit (heads, vocab, experts or layers not divisible, product != device_num) is a one-line
+error naming the key. --save_strategy FILE writes the plan as a strategy file for checkpoint transforms.
+"""
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mindformers.parallel", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="a model YAML (its parallel_config is used)")
+    parser.add_argument("--device_num", type=int, default=None,
+                        help="devices of the run (default: the product of parallel_config)")
+    parser.add_argument("--save_strategy", default=None, help="write the plan to this JSON strategy file")
+    parser.add_argument("--options", nargs="*", default=[], help="key.path=value overrides, as run_mindformer")
+    args = parser.parse_args(argv)
+    from ..config import load_config
+    from ..tools.cli import parse_value
+    from .apply import plan_from_config
+    import mindformers.models  # noqa: F401  (registers the families)
+
+    try:
+        bad = [item for item in args.options if "=" not in item]
+        if bad:
+            raise ValueError(f"--options {bad[0]!r} must look like key.path=value")
+        overrides = {k.strip(): parse_value(v) for k, v in (item.split("=", 1) for item in args.options)}
+        config = load_config(args.config, overrides)
+        plan = plan_from_config(config, args.device_num)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(plan.describe())
+    if args.save_strategy:
+        plan.save(args.save_strategy)
+        print(f"strategy written to {args.save_strategy}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

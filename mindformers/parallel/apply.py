@@ -1,0 +1,82 @@
+"""From a config to a shard plan, and from a plan to MindSpore shard strategies (semi-auto parallel).
+
+`plan_from_config` builds the model with uninitialised parameters (no weight memory, an 8B model in well
+under a second) only to read names and shapes. `apply_plan` sets `Primitive.shard` strategies and
+`Cell.pipeline_stage` on a built network; MindSpore's semi-auto parallel compiler then inserts the
+communication. Running that compiled graph needs Ascend devices (MindSpore 2.10 on CPU runs only data
+parallel and refuses dry runs), so on CPU the plan is built and checked, and the run stops in
+`core/context.py` with a message naming the device.
+"""
+import re
+from typing import Dict, Optional
+
+from mindspore import nn
+
+from ..modules.attention import CausalSelfAttention
+from ..modules.layers import Linear
+from .plan import MeshLayout, ShardPlan
+
+_LAYER_CELL = re.compile(r"(^|\.)layers\.(\d+)$")
+
+
+def build_shapes_only(config):
+    """The network of `config.model` with parameters left uninitialised (names and shapes only)."""
+    from mindspore.nn.utils import no_init_parameters
+
+    from ..tools.register import MindFormerModuleType as T
+    from ..tools.register import build_from_config
+
+    model_cfg = dict(config.model.model_config)
+    for key in ("compute_dtype", "param_init_type", "embedding_init_type", "layernorm_compute_type",
+                "softmax_compute_type", "rotary_dtype"):
+        if key in model_cfg:
+            model_cfg[key] = "float32"  # dtypes don't change shapes; bf16 would be refused on CPU
+    with no_init_parameters():
+        model_config = build_from_config(model_cfg, T.CONFIG)
+        return build_from_config(config.model.arch, T.MODELS, config=model_config)
+
+
+def plan_from_config(config, device_num: Optional[int] = None) -> ShardPlan:
+    """The shard plan `config.parallel_config` gives `config.model` on `device_num` devices."""
+    layout = MeshLayout.from_config(config.get("parallel_config"), device_num)
+    return ShardPlan.for_network(build_shapes_only(config), layout)
+
+
+def apply_plan(network: nn.Cell, plan: ShardPlan) -> Dict[str, tuple]:
+    """Set shard strategies and pipeline stages on `network`; returns {cell path: strategy} as applied.
+
+    Token rows of activations are split over dp x cp (batch and sequence folded into rows, as the Linear
+    layers see them); projection weights as the plan says; attention scores per (batch, head) over (dp, mp).
+    """
+    lay = plan.layout
+    rows = lay.dp * lay.cp
+    applied = {}
+    for path, cell in network.cells_and_names():
+        if isinstance(cell, Linear):
+            weight = plan.params.get(f"{path}.weight")
+            if weight is None:
+                continue
+            if weight.split[0] == "mp":      # column parallel: output features split
+                strategy = ((rows, 1), (lay.mp, 1))
+            elif weight.split[1] == "mp":    # row parallel: contraction split, partial sums all-reduced
+                strategy = ((rows, lay.mp), (1, lay.mp))
+            else:
+                strategy = ((rows, 1), (1, 1))
+            cell.matmul.shard(strategy)
+            applied[path] = strategy
+        elif isinstance(cell, CausalSelfAttention):
+            strategy = ((lay.dp, lay.mp, lay.cp, 1), (lay.dp, lay.mp, 1, 1))
+            cell.scores.shard(strategy)
+            cell.weighted_sum.shard(strategy)
+            applied[path] = strategy
+        match = _LAYER_CELL.search(path)
+        if match and lay.pp > 1:
+            cell.pipeline_stage = plan.stage_of_layer(int(match.group(2)))
+            applied[f"{path}.pipeline_stage"] = cell.pipeline_stage
+    if lay.pp > 1:
+        for path, cell in network.cells_and_names():
+            if path.endswith("embed_tokens"):
+                cell.pipeline_stage = 0
+            elif path.endswith(("lm_head", "model.norm")) or path == "norm":
+                cell.pipeline_stage = lay.pp - 1
+    return applied

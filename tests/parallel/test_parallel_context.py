@@ -1,0 +1,59 @@
+"""use_parallel with parallel_config on CPU: data parallel runs; any other layout stops with a message naming Ascend."""
+import logging
+
+import mindspore.communication as comm
+import pytest
+
+from mindformers.config import MindFormerConfig
+from mindformers.core.context import build_context
+
+
+@pytest.fixture
+def fake_cluster(monkeypatch):
+    """Two workers as msrun would announce them, without starting communication."""
+    monkeypatch.setenv("MS_WORKER_NUM", "2")
+    monkeypatch.setattr(comm, "init", lambda *a, **k: None)
+    monkeypatch.setattr(comm, "get_rank", lambda *a, **k: 0)
+    monkeypatch.setattr(comm, "get_group_size", lambda *a, **k: 2)
+    yield
+    import mindspore as ms
+    ms.reset_auto_parallel_context()
+
+
+def config(mode, **parallel_config):
+    return MindFormerConfig(use_parallel=True, context={"device_target": "CPU", "mode": 0},
+                            parallel={"parallel_mode": mode}, parallel_config=parallel_config)
+
+
+def test_data_parallel_runs_on_cpu(fake_cluster):
+    env = build_context(config(0, data_parallel=2))
+    assert (env["rank_id"], env["device_num"]) == (0, 2)
+
+
+def test_model_parallel_in_data_parallel_mode_is_an_error(fake_cluster):
+    with pytest.raises(RuntimeError, match=r"parallel_config \{'model_parallel': 2\} needs parallel.parallel_mode: 1"):
+        build_context(config(0, model_parallel=2))
+
+
+def test_semi_auto_parallel_on_cpu_names_ascend(fake_cluster):
+    with pytest.raises(RuntimeError, match=r"semi_auto_parallel\) needs Ascend devices .*"
+                                           r"python -m mindformers.parallel"):
+        build_context(config(1, data_parallel=1, model_parallel=2))
+
+
+def test_semi_auto_mesh_must_fit_the_workers(fake_cluster):
+    with pytest.raises(ValueError, match=r"= 4, but 2 devices run"):
+        build_context(config(1, data_parallel=2, model_parallel=2))
+
+
+def test_bad_parallel_mode_value(fake_cluster):
+    with pytest.raises(ValueError, match=r"parallel.parallel_mode: 7 is not one of 0 \(data_parallel\)"):
+        build_context(config(7))
+
+
+def test_parallel_config_without_use_parallel_warns(caplog):
+    cfg = MindFormerConfig(use_parallel=False, context={"device_target": "CPU", "mode": 0},
+                           parallel_config={"data_parallel": 2, "model_parallel": 4})
+    with caplog.at_level(logging.WARNING, logger="mindformers"):
+        build_context(cfg)
+    assert "parallel_config asks for 8 devices (dp=2 mp=4 pp=1 cp=1) but use_parallel is False" in caplog.text
