@@ -110,3 +110,26 @@ def test_checkpoint_monitor_async_save_writes_in_background(tmp_path):
     w4 = read_weights(str(tmp_path / "a-step4" / "model.safetensors"))["dense.weight"]
     w5 = read_weights(str(tmp_path / "a-step5" / "model.safetensors"))["dense.weight"]
     assert np.allclose(w5 - w4, 2.0)  # step 5 was saved at train end, after one more change
+
+
+@pytest.mark.parametrize("integrated", [True, False])
+def test_checkpoint_monitor_rank_saving(tmp_path, integrated):
+    """integrated_save True: only rank 0 writes; False: every rank writes under rank_<r>/."""
+    from mindspore.train import RunContext
+
+    from mindformers.core.callback import CallbackParams, CheckpointMonitor
+
+    net = Net()
+    for rank in (0, 1):
+        monitor = CheckpointMonitor(prefix="a", directory=str(tmp_path), save_checkpoint_steps=1,
+                                    integrated_save=integrated)
+        cb = CallbackParams(cur_step_num=1, cur_epoch_num=1, net_outputs=(Tensor(1.0),), network=net,
+                            train_network=State(net), rank_id=rank)
+        monitor.on_train_step_end(RunContext(cb))
+    if integrated:
+        assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path))] == ["a-step1"]
+        assert not (tmp_path / "rank_1").exists()
+    else:
+        for rank in (0, 1):
+            assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path / f"rank_{rank}"))] == ["a-step1"]
+        load_weights(Net(), str(tmp_path / "rank_1"))

@@ -228,6 +228,9 @@ class CheckpointMonitor(Callback):
         self.keep_max = int(keep_checkpoint_max or 0)
         self.save_optimizer = save_optimizer
         self.save_at_end = save_at_end
+        # integrated_save (upstream): True = one checkpoint written by rank 0 (data-parallel ranks hold the same
+        # weights); False = every rank writes its own under <directory>/rank_<r>/
+        self.integrated_save = bool(integrated_save)
         # async: the step only pays for copying the parameters; files are written by a background thread
         self.async_save = bool(async_save)
         self._writer: Optional[threading.Thread] = None
@@ -236,10 +239,11 @@ class CheckpointMonitor(Callback):
         self.saved = []
 
     def _directory(self, cb) -> str:
-        return self.directory or os.path.join(getattr(cb, "output_dir", "./output"), "checkpoint")
+        directory = self.directory or os.path.join(getattr(cb, "output_dir", "./output"), "checkpoint")
+        return directory if self.integrated_save else os.path.join(directory, f"rank_{getattr(cb, 'rank_id', 0)}")
 
     def _save(self, cb):
-        if getattr(cb, "rank_id", 0) != 0:
+        if self.integrated_save and getattr(cb, "rank_id", 0) != 0:
             return  # data-parallel ranks hold identical weights: rank 0 writes
         step = cb.cur_step_num
         state = {"epoch": cb.cur_epoch_num, "consumed_samples": getattr(cb, "consumed_samples", None),
