@@ -22,7 +22,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "gguf>=0.10"],
         # reference tools for fixture scripts and benchmarks, never runtime dependencies
         "bench": ["torch==2.13.0", "transformers>=4.45"],
         # GGUF import (mindformers.models.hf.gguf)

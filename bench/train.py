@@ -1,0 +1,202 @@
+"""Training throughput and memory: our train step and Trainer vs HF transformers (PyTorch eager, torch.compile).
+
+    python bench/train.py --size tiny            # seconds; CI runs this size to keep the script working
+    python bench/train.py --size 55m             # the issue's reference config (minutes)
+    python bench/train.py --size 135m --steps 6
+
+Every implementation runs in its own subprocess (so peak RSS is its own) on the same Llama config, the same
+initial weights (ours, copied into HF by parameter name) and the same token batches, with AdamW (lr 1e-4,
+betas 0.9/0.95, weight decay 0.1 on matrices, grad clipping 1.0), fp32. tokens/s is the median over the steps
+after the first; "first step" includes graph compilation. MFU uses LlamaConfig.flops_per_token (PaLM formula)
+over the CPU peak the training log states. Needs `pip install -e ".[bench]"` (torch==2.13.0, transformers);
+implementations whose packages are missing are reported as such.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+SIZES = {  # hidden, layers, heads, kv heads, ffn, vocab, batch, seq
+    "tiny": dict(hidden_size=128, num_layers=2, num_heads=4, n_kv_heads=2, intermediate_size=352, vocab_size=2048,
+                 batch=4, seq=128),
+    "55m": dict(hidden_size=512, num_layers=8, num_heads=8, n_kv_heads=2, intermediate_size=1376, vocab_size=32000,
+                batch=4, seq=512),
+    "135m": dict(hidden_size=576, num_layers=30, num_heads=9, n_kv_heads=3, intermediate_size=1536, vocab_size=49152,
+                 batch=4, seq=512),  # SmolLM-135M shape
+}
+IMPLS = ("ours_step", "ours_trainer", "torch_eager", "torch_compile")
+LABELS = {"ours_step": "mindformers train step (GRAPH, jit)", "ours_trainer": "mindformers Trainer (full loop)",
+          "torch_eager": "HF transformers + PyTorch eager", "torch_compile": "HF transformers + torch.compile"}
+
+
+def model_config(size: str):
+    from mindformers.models import LlamaConfig
+    s = {k: v for k, v in SIZES[size].items() if k not in ("batch", "seq")}
+    return LlamaConfig(seq_length=SIZES[size]["seq"], tie_word_embeddings=False, initializer_range=0.02, **s)
+
+
+def batches(size: str, steps: int) -> np.ndarray:
+    s = SIZES[size]
+    return np.random.default_rng(0).integers(3, s["vocab_size"], (steps, s["batch"], s["seq"] + 1)).astype(np.int32)
+
+
+def initial_weights(size: str) -> dict:
+    import mindspore as ms
+    from mindformers.models import LlamaForCausalLM
+    ms.set_seed(0)
+    return {p.name: p.asnumpy() for p in LlamaForCausalLM(model_config(size)).get_parameters()}
+
+
+def peak_rss_gib() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+# ------------------------------------------------------------------------------------------------ workers
+def run_ours_step(size: str, steps: int):
+    import mindspore as ms
+    from mindspore import Tensor
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    from mindformers.core.optim import AdamW, get_optimizer_grouped_parameters
+    from mindformers.models import LlamaForCausalLM
+    from mindformers.wrapper import MFTrainOneStepCell
+
+    net = LlamaForCausalLM(model_config(size))
+    for name, value in initial_weights(size).items():
+        net.parameters_dict()[name].set_data(Tensor(value))
+    groups = get_optimizer_grouped_parameters(net, weight_decay=0.1)
+    step = MFTrainOneStepCell(net, AdamW(groups, learning_rate=1e-4, betas=(0.9, 0.95)), use_clip_grad=True)
+    step.set_train(True)
+    times, losses = [], []
+    for ids in batches(size, steps):
+        start = time.perf_counter()
+        loss = step(Tensor(ids))[0].asnumpy()
+        times.append(time.perf_counter() - start)
+        losses.append(float(loss))
+    return times, losses
+
+
+def run_ours_trainer(size: str, steps: int):
+    """The whole Trainer loop (dataset pipeline, callbacks, logging) on the same model and batch shape."""
+    import tempfile
+
+    from mindformers.config import load_config
+    from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer
+    s = SIZES[size]
+    out = tempfile.mkdtemp(prefix="bench_train_")
+    cfg = model_config(size)
+    overrides = {"output_dir": out, "runner_config.batch_size": s["batch"], "runner_config.stop_step": steps,
+                 "runner_config.epochs": 1000, "lr_schedule.warmup_steps": 0,
+                 "callbacks": [{"type": "MFLossMonitor", "per_print_times": 1}]}
+    config = load_config(os.path.join(ROOT, "configs/llama/pretrain_llama_tiny.yaml"), overrides)
+    config.model.model_config = {"type": "LlamaConfig", **{k: getattr(cfg, k) for k in (
+        "seq_length", "hidden_size", "num_layers", "num_heads", "n_kv_heads", "intermediate_size", "vocab_size",
+        "tie_word_embeddings")}}
+    if s["vocab_size"] != 2048:  # the shipped tokenizer has 2048 pieces; larger vocabularies just leave ids unused
+        config.model.model_config["vocab_size"] = s["vocab_size"]
+    history = CausalLanguageModelingTrainer().train(config)
+    # wall clock between consecutive step ends: the step plus data loading, callbacks and logging
+    elapsed = [r["elapsed_s"] for r in history]
+    return [elapsed[0]] + [b - a for a, b in zip(elapsed, elapsed[1:])], [r["loss"] for r in history]
+
+
+def run_torch(size: str, steps: int, compiled: bool):
+    import torch
+    import transformers
+    c = model_config(size)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads, num_key_value_heads=c.n_kv_heads,
+        max_position_embeddings=c.seq_length, rms_norm_eps=c.rms_norm_eps, rope_theta=c.theta,
+        tie_word_embeddings=False, attn_implementation="eager"))
+    missing, unexpected = hf.load_state_dict({k: torch.from_numpy(v) for k, v in initial_weights(size).items()},
+                                             strict=False)
+    if [m for m in missing if "rotary" not in m] or unexpected:
+        raise SystemExit(f"weight copy failed: missing {missing}, unexpected {unexpected}")
+    decay = [p for n, p in hf.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in hf.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-4, betas=(0.9, 0.95))
+    model = torch.compile(hf) if compiled else hf
+    hf.train()
+    times, losses = [], []
+    for ids in batches(size, steps):
+        ids = torch.from_numpy(ids.astype(np.int64))
+        start = time.perf_counter()
+        logits = model(input_ids=ids[:, :-1]).logits  # the same next-token targets as ours
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+        losses.append(float(loss))
+    return times, losses
+
+
+def worker(impl: str, size: str, steps: int):
+    try:
+        if impl == "ours_step":
+            times, losses = run_ours_step(size, steps)
+        elif impl == "ours_trainer":
+            times, losses = run_ours_trainer(size, steps)
+        else:
+            times, losses = run_torch(size, steps, impl == "torch_compile")
+    except ImportError as err:
+        print(json.dumps({"error": f"not run: {err.name or err} is not installed (pip install -e '.[bench]')"}))
+        return
+    print(json.dumps({"times": times, "losses": losses, "rss": peak_rss_gib()}))
+
+
+# ------------------------------------------------------------------------------------------------ driver
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    p.add_argument("--steps", type=int, default=None, help="train steps per implementation (default by size)")
+    p.add_argument("--impl", nargs="+", choices=IMPLS, default=list(IMPLS))
+    p.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    steps = args.steps or {"tiny": 8, "55m": 8, "135m": 5}[args.size]
+    if args.worker:
+        worker(args.worker, args.size, steps)
+        return
+    from mindformers.core.callback.callback import cpu_peak_flops
+    peak, how = cpu_peak_flops()
+    s = SIZES[args.size]
+    cfg = model_config(args.size)
+    tokens_per_step = s["batch"] * s["seq"]
+    rows = {}
+    for impl in args.impl:
+        out = subprocess.run([sys.executable, __file__, "--size", args.size, "--steps", str(steps), "--worker", impl],
+                             capture_output=True, text=True, env=dict(os.environ, GLOG_v="3"))
+        last = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        rows[impl] = json.loads(last[-1]) if out.returncode == 0 and last else \
+            {"error": f"failed (exit {out.returncode}): {out.stderr.strip().splitlines()[-1:]}"}
+    base = rows.get("torch_eager", {}).get("times")
+    base_speed = tokens_per_step / statistics.median(base[1:]) if base and len(base) > 1 else None
+    print(f"\nLlama {args.size}: {cfg.num_params() / 1e6:.1f}M params, batch {s['batch']} x seq {s['seq']}, fp32, "
+          f"{steps} steps, {os.cpu_count()} CPUs; MFU peak {peak / 1e9:.0f} GFLOP/s ({how})")
+    print("| implementation | tokens/s | vs PyTorch eager | MFU | peak RSS (GiB) | first step (s) | loss first -> last |")
+    print("|---|---|---|---|---|---|---|")
+    for impl, row in rows.items():
+        if "error" in row:
+            print(f"| {LABELS[impl]} | {row['error']} | | | | | |")
+            continue
+        speed = tokens_per_step / statistics.median(row["times"][1:] or row["times"])
+        ratio = f"{speed / base_speed:.2f}x" if base_speed else "-"
+        mfu = speed * cfg.flops_per_token() / peak
+        print(f"| {LABELS[impl]} | {speed:.0f} | {ratio} | {mfu:.1%} | {row['rss']:.2f} | {row['times'][0]:.1f} | "
+              f"{row['losses'][0]:.4f} -> {row['losses'][-1]:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
