@@ -185,7 +185,8 @@ def main():
     base_speed = tokens_per_step / statistics.median(base[1:]) if base and len(base) > 1 else None
     print(f"\nLlama {args.size}: {cfg.num_params() / 1e6:.1f}M params, batch {s['batch']} x seq {s['seq']}, "
           f"fp32, {steps} steps, {os.cpu_count()} CPUs; MFU peak {peak / 1e9:.0f} GFLOP/s ({how})")
-    print("| implementation | tokens/s | vs PyTorch eager | MFU | peak RSS (GiB) | first step (s) | loss first -> last |")
+    print("| implementation | tokens/s | vs PyTorch eager | MFU | peak RSS (GiB) | first step (s) "
+          "| loss first -> last |")
     print("|---|---|---|---|---|---|---|")
     for impl, row in rows.items():
         if "error" in row:
