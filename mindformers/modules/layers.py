@@ -38,9 +38,10 @@ class Embedding(nn.Cell):
         super().__init__()
         self.weight = Parameter(initializer(Normal(init_std), (num_embeddings, embedding_dim), param_dtype),
                                 name="weight")
+        self.gather = ops.Gather()  # a primitive, so semi-auto parallel can shard the table (parallel/apply.py)
 
     def construct(self, input_ids):
-        return ops.gather(self.weight, input_ids, 0)
+        return self.gather(self.weight, input_ids, 0)
 
 
 class RMSNorm(nn.Cell):

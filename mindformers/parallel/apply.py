@@ -13,7 +13,7 @@ from typing import Dict, Optional
 from mindspore import nn
 
 from ..modules.attention import CausalSelfAttention
-from ..modules.layers import Linear
+from ..modules.layers import Embedding, Linear
 from .plan import MeshLayout, ShardPlan
 
 _LAYER_CELL = re.compile(r"(^|\.)layers\.(\d+)$")
@@ -63,6 +63,14 @@ def apply_plan(network: nn.Cell, plan: ShardPlan) -> Dict[str, tuple]:
             else:
                 strategy = ((rows, 1), (1, 1))
             cell.matmul.shard(strategy)
+            applied[path] = strategy
+        elif isinstance(cell, Embedding):
+            weight = plan.params.get(f"{path}.weight")
+            if weight is None:
+                continue
+            # table (vocab, hidden) by rows over mp when vocab_emb_dp is False, else whole; ids (B, T) over dp, cp
+            strategy = ((lay.mp if weight.split[0] == "mp" else 1, 1), (lay.dp, lay.cp))
+            cell.gather.shard(strategy)
             applied[path] = strategy
         elif isinstance(cell, CausalSelfAttention):
             strategy = ((lay.dp, lay.mp, lay.cp, 1), (lay.dp, lay.mp, 1, 1))

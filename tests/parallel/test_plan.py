@@ -102,6 +102,10 @@ def test_apply_plan_sets_mindspore_strategies_and_stages(llama):
     assert [layer.pipeline_stage for layer in llama.model.layers] == [0, 0, 1, 1]
     assert llama.lm_head.pipeline_stage == 1 and llama.model.embed_tokens.pipeline_stage == 0
     assert applied["model.layers.1.mlp.gate_proj"] == ((2, 1), (2, 1))
+    assert llama.model.embed_tokens.gather.in_strategy == ((1, 1), (2, 1))  # vocab_emb_dp: table replicated
+    vocab_split = MeshLayout.from_config({"data_parallel": 2, "model_parallel": 2, "vocab_emb_dp": False})
+    apply_plan(llama, ShardPlan.for_network(llama, vocab_split))
+    assert llama.model.embed_tokens.gather.in_strategy == ((2, 1), (2, 1))
 
 
 def test_strategy_file_round_trip(llama, tmp_path):
