@@ -32,6 +32,7 @@ FLAG_TO_KEY = {
     "sink_mode": "runner_config.sink_mode",
     "do_eval": "do_eval",
     "remote_save_url": "remote_save_url",
+    "merge_lora": "merge_lora",
 }
 
 
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sink_mode", type=_bool)
     p.add_argument("--do_eval", type=_bool)
     p.add_argument("--remote_save_url")
+    p.add_argument("--merge_lora", type=_bool,
+                   help="eval/predict: fold LoRA adapters (model_config.pet_config) into the base weights first")
     p.add_argument("--register_path", action="append", default=[],
                    help="file or directory of user modules that register components (repeatable)")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",

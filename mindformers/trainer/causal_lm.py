@@ -17,6 +17,7 @@ from mindspore.train import Callback
 
 from ..core.callback import CallbackParams
 from ..core.context import build_context
+from ..tools.paths import resolve_repo_path
 from ..tools.register import MindFormerModuleType as T
 from ..tools.register import MindFormerRegister, build_from_config
 
@@ -52,9 +53,35 @@ def build_model(config, network=None):
         model_cfg = config.model.model_config
         model_config = build_from_config(model_cfg, T.CONFIG)
         network = build_from_config(config.model.arch, T.MODELS, config=model_config)
+    pet_config = getattr(network.config, "pet_config", None)
+    adapter_dir = (pet_config or {}).get("adapter_dir")
+    # with adapter_dir the adapters' layout comes from its adapter_config.json, applied after the base weights
+    if pet_config and not adapter_dir and not hasattr(network, "lora_config"):
+        from ..pet import apply_lora, trainable_summary
+        paths = apply_lora(network, pet_config)
+        logger.info("LoRA on %d layers (%s ...): %s", len(paths), ", ".join(paths[:3]), trainable_summary(network))
+    lora_now = hasattr(network, "lora_config")
     if config.get("load_checkpoint"):
-        info = load_weights(network, config.load_checkpoint)
-        logger.info("loaded weights from %s", info["file"])
+        info = load_weights(network, config.load_checkpoint, strict=not lora_now)
+        if lora_now:  # a base checkpoint lacks only the (new) adapters; a LoRA run's checkpoint has them all
+            missing = [n for n in info["missing"] if ".lora_A." not in n and ".lora_B." not in n]
+            if missing or info["unexpected"]:
+                raise ValueError(f"load_checkpoint {info['file']} does not fit the model: missing {missing[:8]}, "
+                                 f"not in model {info['unexpected'][:8]}")
+            fresh = len(info["missing"])
+            logger.info("loaded weights from %s%s", info["file"],
+                        f" ({fresh} LoRA adapter tensors start fresh)" if fresh else " (with its LoRA adapters)")
+        else:
+            logger.info("loaded weights from %s", info["file"])
+    if adapter_dir:
+        from ..pet import load_adapter
+        load_adapter(network, resolve_repo_path(adapter_dir, "pet_config.adapter_dir"))
+        logger.info("loaded LoRA adapter %s", adapter_dir)
+    if config.get("merge_lora"):
+        if not pet_config:
+            raise ValueError("merge_lora: True needs LoRA adapters: set model.model_config.pet_config")
+        from ..pet import merge_lora
+        logger.info("merged %d LoRA adapters into the base weights", merge_lora(network))
     return network
 
 
@@ -108,6 +135,9 @@ class CausalLanguageModelingTrainer:
             raise ValueError("run_mode finetune needs weights to start from: set load_checkpoint "
                              "(or pretrained_model_dir)")
         _refuse_unimplemented(config)
+        if config.get("merge_lora"):
+            raise ValueError("merge_lora: True applies to eval and predict (it folds trained adapters into the base "
+                             "weights); remove it for training")
         env = build_context(config)
         output_dir = os.path.abspath(config.get("output_dir") or "./output")
         os.makedirs(output_dir, exist_ok=True)
@@ -171,6 +201,10 @@ class CausalLanguageModelingTrainer:
         if config.get("do_eval"):
             cbs.append(self._eval_callback(config, network, tokenizer, seq_length, env, output_dir))
         history = self._loop(cb, cbs, dataset, train_step, lr, start_step, total_steps)
+        if hasattr(network, "lora_config") and env["rank_id"] == 0:
+            from ..pet import save_adapter
+            logger.info("LoRA adapter (adapter_config.json, adapter_model.safetensors) saved to %s",
+                        save_adapter(network, os.path.join(output_dir, "adapter")))
         if cb.get("stop_reason"):
             raise TrainingStopped(cb.stop_reason)
         return history

@@ -71,6 +71,7 @@ class LlamaConfig(BaseConfig):
                  qkv_concat: bool = False,
                  parallel_config: Optional[Union[dict, object]] = None,
                  recompute_config: Optional[Union[dict, object]] = None,
+                 pet_config: Optional[dict] = None,
                  use_past: bool = False,
                  extend_method: Optional[str] = "None",
                  scaling_factor: Union[float, dict] = 1.0,
@@ -129,6 +130,10 @@ class LlamaConfig(BaseConfig):
         for key in ("parallel_config", "recompute_config"):
             if args[key] is not None and not isinstance(args[key], dict) and not hasattr(args[key], "__dict__"):
                 raise ValueError(f"model_config.{key} must be a mapping or None, got {args[key]!r}")
+        if pet_config is not None:  # checked here so a bad pet_config fails when the config is built
+            from mindformers.pet import LoraConfig
+            LoraConfig.from_config(pet_config)
+            args["pet_config"] = dict(pet_config)
 
         args["n_kv_heads"] = n_kv_heads = n_kv_heads or num_heads
         if hidden_size % num_heads:
