@@ -1,7 +1,7 @@
 """MindFormers: a YAML-config-driven LLM training suite on MindSpore that runs CPU-first."""
 __version__ = "0.1.0"
 
-from . import core, dataset, models, modules, tokenization, wrapper  # noqa: F401  (registers components)
+from . import core, dataset, evaluation, models, modules, tokenization, wrapper  # noqa: F401  (registers)
 from .generation import GenerationConfig, generate, pipeline
 from .config import MindFormerConfig, load_config
 from .tools.register import MindFormerModuleType, MindFormerRegister, build_from_config

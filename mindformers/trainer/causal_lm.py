@@ -299,18 +299,45 @@ class CausalLanguageModelingTrainer:
 
     # ---------------------------------------------------------------- eval
     def evaluate(self, config, network=None, tokenizer=None, dataset=None) -> dict:
-        """Mean token loss and perplexity over eval_dataset."""
+        """Mean token loss and perplexity over eval_dataset, or the benchmarks the YAML's `metric:` lists.
+
+        Without `metric` the result is {loss, perplexity, tokens}; with it, {benchmark name: result} (see
+        mindformers/evaluation/benchmarks.py), also written to output_dir/eval/<name>.json.
+        """
         env = build_context(config)
         tokenizer = build_tokenizer(config, tokenizer)
         network = build_model(config, network)
-        seq_length = int(network.config.seq_length)
-        batch_size = _eval_batch_size(config)
-        if dataset is None:
-            dataset = self._build_dataset(config, "eval", tokenizer, seq_length, batch_size, env)
-        result = score_dataset(network, dataset)
-        logger.info("eval: loss %.4f | perplexity %.3f | %d tokens", result["loss"], result["perplexity"],
-                    result["tokens"])
-        return result
+        metrics = config.get("metric")
+        if not metrics:
+            result = score_dataset(network, self._eval_dataset(config, tokenizer, network, env, dataset))
+            logger.info("eval: loss %.4f | perplexity %.3f | %d tokens", result["loss"], result["perplexity"],
+                        result["tokens"])
+            return result
+        from ..evaluation import format_table
+        results = {}
+        for spec in [metrics] if isinstance(metrics, dict) else list(metrics):
+            metric = build_from_config(spec, T.METRIC)
+            if getattr(metric, "needs_dataset", False):
+                outcome = metric.evaluate(network, tokenizer, self._eval_dataset(config, tokenizer, network, env,
+                                                                                  dataset))
+            else:
+                if tokenizer is None:
+                    raise ValueError(f"metric {spec.get('type')} needs processor.tokenizer in the config")
+                outcome = metric.evaluate(network, tokenizer)
+            results[outcome["benchmark"]] = outcome
+            if env["rank_id"] == 0:
+                out_dir = os.path.join(config.get("output_dir") or "./output", "eval")
+                os.makedirs(out_dir, exist_ok=True)
+                with open(os.path.join(out_dir, f"{outcome['benchmark']}.json"), "w", encoding="utf-8") as f:
+                    json.dump(outcome, f, indent=1, ensure_ascii=False)
+        logger.info("eval results:\n%s", format_table(list(results.values())))
+        return results
+
+    def _eval_dataset(self, config, tokenizer, network, env, dataset=None):
+        if dataset is not None:
+            return dataset
+        return self._build_dataset(config, "eval", tokenizer, int(network.config.seq_length),
+                                   _eval_batch_size(config), env)
 
     # ---------------------------------------------------------------- predict
     def predict(self, config, network=None, tokenizer=None, inputs=None, max_new_tokens: Optional[int] = None
