@@ -14,7 +14,7 @@ from mindspore import Tensor, nn, ops
 
 class _Prefill(nn.Cell):
     def __init__(self, model):
-        super().__init__()
+        super().__init__(auto_prefix=False)  # keep the model's parameter names as they are
         self.model = model
 
     @ms.jit
@@ -24,7 +24,7 @@ class _Prefill(nn.Cell):
 
 class _Decode(nn.Cell):
     def __init__(self, model):
-        super().__init__()
+        super().__init__(auto_prefix=False)  # keep the model's parameter names as they are
         self.model = model
 
     @ms.jit
@@ -34,7 +34,7 @@ class _Decode(nn.Cell):
 
 class _Forward(nn.Cell):
     def __init__(self, model):
-        super().__init__()
+        super().__init__(auto_prefix=False)  # keep the model's parameter names as they are
         self.model = model
 
     @ms.jit

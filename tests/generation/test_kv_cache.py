@@ -78,3 +78,17 @@ def test_decode_runs_one_graph_per_token(model, monkeypatch):
 def test_prompt_plus_new_tokens_beyond_max_position_is_an_error(model):
     with pytest.raises(ValueError, match="max_position_embedding"):
         generate(model, [PROMPT], max_new_tokens=125)
+
+
+def test_generation_and_scoring_keep_parameter_names(model, tokenizer):
+    """Wrapping the model in the decode/score graphs must not prefix its parameter names (checkpoints use them)."""
+    from mindformers.evaluation import LogLikelihoodScorer
+    from mindformers.generation import generate
+    from mindformers.trainer.causal_lm import _TokenLoss
+
+    before = [p.name for p in model.get_parameters()]
+    generate(model, ["Return the"], tokenizer=tokenizer, max_new_tokens=2)
+    generate(model, ["Return the"], tokenizer=tokenizer, max_new_tokens=2, use_past=False)
+    LogLikelihoodScorer(model, tokenizer)
+    _TokenLoss(model, -100)
+    assert [p.name for p in model.get_parameters()] == before and before[0] == "model.embed_tokens.weight"
