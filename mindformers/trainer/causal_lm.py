@@ -469,7 +469,7 @@ class _TokenLoss(nn.Cell):
     """Sum of next-token cross-entropy and the number of scored tokens for a (B, S+1) batch."""
 
     def __init__(self, network, ignore_index: int):
-        super().__init__()
+        super().__init__(auto_prefix=False)  # keep the model's parameter names as they are
         self.network = network
         self.ignore_index = ignore_index
 
