@@ -161,7 +161,9 @@ class CausalLanguageModelingTrainer:
             state = read_state(resume_dir)
             start_step = int(state["step"])
             if state.get("config_hash") and state["config_hash"] != config.hash("model"):
-                logger.warning("resuming from %s, saved with a different model config", resume_dir)
+                changes = _dict_diff(state.get("model") or {}, _plain(config.get("model") or {}), "model")
+                logger.warning("resuming from %s, saved with a different model config%s", resume_dir,
+                               f": {'; '.join(changes[:10])}" if changes else "")
         global_batch = batch_size * accum
         if dataset is None:
             dataset = self._build_dataset(config, "train", tokenizer, seq_length, global_batch, env,
@@ -197,7 +199,8 @@ class CausalLanguageModelingTrainer:
             tokens_per_step=global_batch * seq_length * env["device_num"],
             flops_per_token=model_config.flops_per_token(), output_dir=output_dir,
             device_target=env["device_target"], rank_id=env["rank_id"],
-            consumed_samples=start_step * global_batch * env["device_num"], config_hash=config.hash("model"))
+            consumed_samples=start_step * global_batch * env["device_num"], config_hash=config.hash("model"),
+            model_section=_plain(config.get("model") or {}))
         if config.get("do_eval"):
             cbs.append(self._eval_callback(config, network, tokenizer, seq_length, env, output_dir))
         history = self._loop(cb, cbs, dataset, train_step, lr, start_step, total_steps)
@@ -400,6 +403,18 @@ def predict_generation_config(config):
                         base, yaml_keys or "nothing")
             return GenerationConfig.from_pretrained(model_dir, **yaml_keys)
     return GenerationConfig.from_dict(yaml_keys)
+
+
+def _dict_diff(old: dict, new: dict, prefix: str) -> List[str]:
+    """'key: old -> new' for every leaf that differs between two nested dicts."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _dict_diff(a, b, f"{prefix}.{key}")
+        elif a != b:
+            out.append(f"{prefix}.{key}: {a!r} -> {b!r}")
+    return out
 
 
 def _plain(section) -> dict:

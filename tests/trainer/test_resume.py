@@ -89,3 +89,27 @@ def test_resume_without_a_checkpoint_is_an_error(tmp_path):
     out = subprocess.run(args(tmp_path / "o", "--resume_training", "True"), cwd=ROOT, capture_output=True,
                          text=True, timeout=300, env=dict(os.environ, GLOG_v="3"))
     assert out.returncode == 2 and "resume_training needs load_checkpoint" in out.stderr
+
+
+def test_resume_with_a_changed_model_config_warns_naming_the_keys(tmp_path, caplog):
+    import logging
+
+    from mindformers.config import load_config
+    from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer
+
+    def config(**extra):
+        cfg = load_config(os.path.join(ROOT, TINY), {
+            "output_dir": str(tmp_path), "runner_config.batch_size": 2,
+            "model.model_config.num_layers": 1, "model.model_config.hidden_size": 32,
+            "model.model_config.intermediate_size": 64, "model.model_config.n_kv_heads": 2,
+            "model.model_config.num_heads": 4, "model.model_config.seq_length": 32, **extra})
+        return cfg
+
+    CausalLanguageModelingTrainer().train(config(**{"runner_config.stop_step": 2}))
+    state = json.load(open(tmp_path / "checkpoint" / "llama_tiny-step2" / "state.json"))
+    assert state["model"]["model_config"]["hidden_size"] == 32 and state["config_hash"]
+    with caplog.at_level(logging.WARNING, logger="mindformers"):
+        CausalLanguageModelingTrainer().train(config(**{
+            "runner_config.stop_step": 3, "resume_training": True, "load_checkpoint": str(tmp_path / "checkpoint"),
+            "model.model_config.rms_norm_eps": 1e-3}))
+    assert "saved with a different model config: model.model_config.rms_norm_eps: 1e-05 -> 0.001" in caplog.text

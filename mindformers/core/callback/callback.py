@@ -247,7 +247,8 @@ class CheckpointMonitor(Callback):
             return  # data-parallel ranks hold identical weights: rank 0 writes
         step = cb.cur_step_num
         state = {"epoch": cb.cur_epoch_num, "consumed_samples": getattr(cb, "consumed_samples", None),
-                 "config_hash": getattr(cb, "config_hash", None), "loss": _outputs(cb.net_outputs)[0]}
+                 "config_hash": getattr(cb, "config_hash", None), "model": getattr(cb, "model_section", None),
+                 "loss": _outputs(cb.net_outputs)[0]}
         train_state = getattr(cb, "train_network", None) or getattr(cb, "optimizer", None)
         weights, opt_state = snapshot(cb.network, train_state if self.save_optimizer else None, copy=self.async_save)
         directory = self._directory(cb)
