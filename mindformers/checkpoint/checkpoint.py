@@ -119,8 +119,14 @@ def resolve_checkpoint(path: str) -> str:
                             f"(expected {MODEL_FILE}, a '{LATEST}' file or <prefix>-step<N>/ directories)")
 
 
-def read_weights(path: str) -> Dict[str, np.ndarray]:
-    """Read a .safetensors or MindSpore .ckpt file into name -> numpy array."""
+def read_weights(path: str, allow_pickle: bool = False) -> Dict[str, np.ndarray]:
+    """Read a .safetensors or MindSpore .ckpt file into name -> numpy array.
+
+    PyTorch pickles (.bin/.pt/.pth) are refused unless `allow_pickle` (then read without running code)."""
+    from .torch_pickle import is_pickle_file, read_torch_weights, refuse
+
+    if is_pickle_file(path):
+        return read_torch_weights(path) if allow_pickle else refuse(path)
     if path.endswith(".safetensors"):
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
@@ -131,10 +137,11 @@ def read_weights(path: str) -> Dict[str, np.ndarray]:
     if path.endswith(".ckpt"):
         import mindspore as ms
         return {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items()}
-    raise ValueError(f"load_checkpoint: {path}: unknown format; expected .safetensors or .ckpt")
+    raise ValueError(f"load_checkpoint: {path}: unknown format; expected .safetensors or .ckpt (or a PyTorch "
+                     f".bin/.pt/.pth with allow_pickle_checkpoint: True)")
 
 
-def load_weights(network, path: str, strict: bool = True) -> Dict[str, list]:
+def load_weights(network, path: str, strict: bool = True, allow_pickle: bool = False) -> Dict[str, list]:
     """Load weights into `network`; missing, unexpected or mis-shaped names are an error listing them."""
     import mindspore as ms
 
@@ -145,7 +152,7 @@ def load_weights(network, path: str, strict: bool = True) -> Dict[str, list]:
         weights = merge_sharded(path)
     else:
         file = resolve_checkpoint(path)
-        weights = read_weights(file)
+        weights = read_weights(file, allow_pickle)
     params = {p.name: p for p in network.get_parameters()}
     missing = sorted(set(params) - set(weights))
     unexpected = sorted(set(weights) - set(params))

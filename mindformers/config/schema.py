@@ -46,7 +46,7 @@ SCHEMA: Dict[str, Any] = {
             "pretrained_model_dir remove_redundancy train_precision_sync infer_precision_sync use_legacy",
             "load_ckpt_async ignore_data_skip data_skip_steps print_separate_loss remote_save_url device_num",
             "local_rank adapter_id micro_batch_interleave_num do_eval eval_step_interval eval_epoch_interval",
-            "merge_lora",
+            "merge_lora allow_pickle_checkpoint",
             "auto_tune filepath_prefix autotune_per_step profile profile_start_step profile_stop_step",
             "init_start_profile profile_communication profile_memory profile_rank_ids profile_pipeline",
             "profile_level profile_output profiler_level mstx layer_scale layer_decay lr_scale",

@@ -47,7 +47,7 @@ def build_model(config, network=None):
         from ..models.hf import from_pretrained
         model = config.get("model") or {}
         network = from_pretrained(config.pretrained_model_dir, (model.get("arch") or {}).get("type"),
-                                  **dict(model.get("model_config") or {}))
+                                  bool(config.get("allow_pickle_checkpoint")), **dict(model.get("model_config") or {}))
         logger.info("loaded %s from %s", type(network).__name__, config.pretrained_model_dir)
     if network is None:
         model_cfg = config.model.model_config
@@ -62,7 +62,8 @@ def build_model(config, network=None):
         logger.info("LoRA on %d layers (%s ...): %s", len(paths), ", ".join(paths[:3]), trainable_summary(network))
     lora_now = hasattr(network, "lora_config")
     if config.get("load_checkpoint"):
-        info = load_weights(network, config.load_checkpoint, strict=not lora_now)
+        info = load_weights(network, config.load_checkpoint, strict=not lora_now,
+                            allow_pickle=bool(config.get("allow_pickle_checkpoint")))
         if lora_now:  # a base checkpoint lacks only the (new) adapters; a LoRA run's checkpoint has them all
             missing = [n for n in info["missing"] if ".lora_A." not in n and ".lora_B." not in n]
             if missing or info["unexpected"]:

@@ -81,12 +81,12 @@ def load_state_dict(network, weights: Dict[str, np.ndarray], source: str):
         param.set_data(ms.Tensor(np.asarray(weights[name], np.float32), dtype=param.dtype))
 
 
-def load_hf_weights(network, model_dir: str):
+def load_hf_weights(network, model_dir: str, allow_pickle: bool = False):
     """Load the safetensors weights of `model_dir` (single file or sharded) into `network`."""
-    load_state_dict(network, read_weights_dir(model_dir), f"pretrained_model_dir {model_dir}")
+    load_state_dict(network, read_weights_dir(model_dir, allow_pickle), f"pretrained_model_dir {model_dir}")
 
 
-def from_pretrained(model_dir: str, arch: Optional[str] = None, **overrides):
+def from_pretrained(model_dir: str, arch: Optional[str] = None, allow_pickle: bool = False, **overrides):
     """Model built from an HF directory's config.json (`overrides` are model_config keys) with its weights.
 
     `model_dir` may also be a .gguf file (Llama/Qwen2, see hf/gguf.py).
@@ -106,7 +106,7 @@ def from_pretrained(model_dir: str, arch: Optional[str] = None, **overrides):
                          f"({model_class.__name__}); remove the key or fix it")
     network = model_class(config)
     if weights is None:
-        load_hf_weights(network, model_dir)
+        load_hf_weights(network, model_dir, allow_pickle)
     else:
         load_state_dict(network, weights, f"GGUF file {model_dir}")
     return network

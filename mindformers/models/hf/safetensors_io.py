@@ -115,8 +115,11 @@ def save_weights_dir(directory: str, tensors: Dict[str, np.ndarray], dtype: str 
     return files
 
 
-def read_weights_dir(directory: str) -> Dict[str, np.ndarray]:
-    """Every tensor of an HF directory: the sharded index if present, else model.safetensors."""
+def read_weights_dir(directory: str, allow_pickle: bool = False) -> Dict[str, np.ndarray]:
+    """Every tensor of an HF directory: the sharded index if present, else model.safetensors.
+
+    A directory with only PyTorch pickles (pytorch_model.bin, sharded or not) is refused unless
+    `allow_pickle`, then read by the restricted unpickler (mindformers/checkpoint/torch_pickle.py)."""
     index = os.path.join(directory, INDEX_FILE)
     if os.path.isfile(index):
         with open(index, encoding="utf-8") as f:
@@ -131,7 +134,19 @@ def read_weights_dir(directory: str) -> Dict[str, np.ndarray]:
     single = os.path.join(directory, SINGLE_FILE)
     if os.path.isfile(single):
         return read_safetensors(single)
-    found = [n for n in os.listdir(directory) if n.endswith((".bin", ".pt", ".pth"))]
-    hint = f" (found {', '.join(found)}: re-save it with safe_serialization=True)" if found else ""
+    found = sorted(n for n in os.listdir(directory) if n.endswith((".bin", ".pt", ".pth")))
+    if found:
+        from ...checkpoint.torch_pickle import read_torch_weights, refuse
+        if not allow_pickle:
+            refuse(os.path.join(directory, found[0]), "pretrained_model_dir")
+        bin_index = os.path.join(directory, "pytorch_model.bin.index.json")
+        if os.path.isfile(bin_index):
+            with open(bin_index, encoding="utf-8") as f:
+                found = sorted(set(json.load(f)["weight_map"].values()))
+        out = {}
+        for name in found:
+            out.update(read_torch_weights(os.path.join(directory, name)))
+        return out
+    hint = ""
     raise FileNotFoundError(f"pretrained_model_dir {directory} has no {SINGLE_FILE} or {INDEX_FILE}; only "
                             f"safetensors weights are read{hint}")
