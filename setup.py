@@ -20,6 +20,9 @@ setup(
         "tokenizers>=0.19",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        "jinja2>=3.0",          # chat templates
+        "tensorboardX>=2.6",    # TensorBoard summaries (tensorboard: section)
+        "matplotlib>=3.7",      # the loss-curve PNG written at the end of a run
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2", "gguf>=0.10"],

@@ -93,16 +93,31 @@ class TrainingStopped(RuntimeError):
 def _refuse_unimplemented(config):
     """Upstream keys this suite accepts but does not act on yet stop the run instead of being ignored."""
     problems = []
-    if config.get("profile"):
-        problems.append("profile: True (profiling is not implemented yet; set profile: False)")
-    if (config.get("tensorboard") or {}).get("tensorboard_dir"):
-        problems.append("tensorboard.tensorboard_dir (TensorBoard summaries are not implemented yet; "
-                        "per-step metrics are in output_dir/log/train_metrics.jsonl)")
     if (config.get("monitor_config") or {}).get("monitor_on"):
         problems.append("monitor_config.monitor_on: True (not implemented yet; MFLossMonitor logs the global "
                         "gradient norm)")
     if problems:
         raise NotImplementedError("; ".join(problems))
+
+
+def _observers(config, env: dict, output_dir: str) -> list:
+    """Profiler (`profile*` keys), TensorBoard (`tensorboard`) and, on a terminal, a progress bar."""
+    from ..core.callback.observers import ProfileCallback, ProgressBar, TensorBoardCallback
+
+    rank_id = env["rank_id"]
+    out = []
+    if config.get("profile"):
+        keys = ("profile_start_step", "profile_stop_step", "profile_rank_ids", "init_start_profile",
+                "profile_memory", "profile_communication", "profile_pipeline")
+        given = {k: config.get(k) for k in keys if config.get(k) is not None}
+        out.append(ProfileCallback(os.path.join(output_dir, "profile"), **given, rank_id=rank_id,
+                                   device_target=env["device_target"]))
+    board = _plain(config.get("tensorboard") or {})
+    if board.get("tensorboard_dir"):
+        out.append(TensorBoardCallback(**board, rank_id=rank_id))
+    if rank_id == 0:
+        out.append(ProgressBar())
+    return out
 
 
 def _eval_batch_size(config) -> int:
@@ -204,7 +219,12 @@ class CausalLanguageModelingTrainer:
             model_section=_plain(config.get("model") or {}))
         if config.get("do_eval"):
             cbs.append(self._eval_callback(config, network, tokenizer, seq_length, env, output_dir))
+        cbs += _observers(config, env, output_dir)
         history = self._loop(cb, cbs, dataset, train_step, lr, start_step, total_steps)
+        if env["rank_id"] == 0 and history:
+            from ..core.callback.observers import plot_loss_curve
+            png = plot_loss_curve(history, cb.get("eval_results"), os.path.join(output_dir, "log", "loss_curve.png"))
+            logger.info("loss curve: %s", png)
         if hasattr(network, "lora_config") and env["rank_id"] == 0:
             from ..pet import save_adapter
             logger.info("LoRA adapter (adapter_config.json, adapter_model.safetensors) saved to %s",
@@ -461,9 +481,10 @@ class _EvalDuringTraining(Callback):
         self.results = []
         self._last = None
 
-    def _run(self, step: int):
+    def _run(self, step: int, cb):
         result = {"step": step, **score_dataset(self.network, self.dataset)}
         self.results.append(result)
+        cb.eval_results = self.results  # for TensorBoard and the loss curve
         self._last = step
         logger.info("eval at step %d: loss %.4f | perplexity %.3f", step, result["loss"], result["perplexity"])
         if self.path:
@@ -471,14 +492,14 @@ class _EvalDuringTraining(Callback):
                 f.write(json.dumps(result) + "\n")
 
     def on_train_step_end(self, run_context):
-        step = run_context.original_args().cur_step_num
-        if step % self.interval == 0:
-            self._run(step)
+        cb = run_context.original_args()
+        if cb.cur_step_num % self.interval == 0:
+            self._run(cb.cur_step_num, cb)
 
     def on_train_end(self, run_context):
-        step = run_context.original_args().cur_step_num
-        if step and step != self._last:
-            self._run(step)
+        cb = run_context.original_args()
+        if cb.cur_step_num and cb.cur_step_num != self._last:
+            self._run(cb.cur_step_num, cb)
 
 
 class _TokenLoss(nn.Cell):
