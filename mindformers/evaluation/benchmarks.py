@@ -13,6 +13,7 @@ Generation, greedy:
 Every metric returns {"benchmark", "score" (the headline number), "n", "subjects" where there are several,
 ...} and the trainer writes it to output_dir/eval/<benchmark>.json and logs a table.
 """
+import abc
 import csv
 import json
 import logging
@@ -107,12 +108,12 @@ def _report(name: str, per_subject: Dict[str, Tuple[int, int]], extra: Optional[
     return result
 
 
-class _MultipleChoice(_Benchmark):
+class _MultipleChoice(_Benchmark, abc.ABC):
     """Questions with choices; the choice with the highest log-likelihood is the model's answer."""
 
+    @abc.abstractmethod
     def _items(self) -> Dict[str, Tuple[List[dict], List[dict]]]:
-        """subject -> (few-shot examples, questions)."""
-        raise NotImplementedError  # each benchmark reads its own files
+        """subject -> (few-shot examples, questions), read from the benchmark's own files."""
 
     def _prompt(self, subject: str, shots: List[dict], item: dict) -> Tuple[str, List[str]]:
         header = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"

@@ -90,16 +90,6 @@ class TrainingStopped(RuntimeError):
     """Training stopped on purpose before its last step (e.g. non-finite loss with check_for_nan...)."""
 
 
-def _refuse_unimplemented(config):
-    """Upstream keys this suite accepts but does not act on yet stop the run instead of being ignored."""
-    problems = []
-    if (config.get("monitor_config") or {}).get("monitor_on"):
-        problems.append("monitor_config.monitor_on: True (not implemented yet; MFLossMonitor logs the global "
-                        "gradient norm)")
-    if problems:
-        raise NotImplementedError("; ".join(problems))
-
-
 def _observers(config, env: dict, output_dir: str) -> list:
     """Profiler (`profile*` keys), TensorBoard (`tensorboard`) and, on a terminal, a progress bar."""
     from ..core.callback.observers import ProfileCallback, ProgressBar, TensorBoardCallback
@@ -150,7 +140,6 @@ class CausalLanguageModelingTrainer:
                                 or network is not None):
             raise ValueError("run_mode finetune needs weights to start from: set load_checkpoint "
                              "(or pretrained_model_dir)")
-        _refuse_unimplemented(config)
         if config.get("merge_lora"):
             raise ValueError("merge_lora: True applies to eval and predict (it folds trained adapters into the base "
                              "weights); remove it for training")
@@ -219,6 +208,10 @@ class CausalLanguageModelingTrainer:
             model_section=_plain(config.get("model") or {}))
         if config.get("do_eval"):
             cbs.append(self._eval_callback(config, network, tokenizer, seq_length, env, output_dir))
+        monitor = _plain(config.get("monitor_config") or {})
+        if monitor.get("monitor_on"):
+            from ..core.callback.monitor import TrainingStateMonitor
+            cbs.append(TrainingStateMonitor(self.monitor_groups, **monitor, rank_id=env["rank_id"]))
         cbs += _observers(config, env, output_dir)
         history = self._loop(cb, cbs, dataset, train_step, lr, start_step, total_steps)
         if env["rank_id"] == 0 and history:
@@ -254,8 +247,15 @@ class CausalLanguageModelingTrainer:
         optimizer = build_from_config(opt_cfg, T.OPTIMIZER, params=params, learning_rate=lr)
         network.set_train(True)
         wrapper_cfg = dict(config.get("runner_wrapper") or {"type": "MFTrainOneStepCell"})
+        extra = {}
+        monitor = _plain(config.get("monitor_config") or {})
+        if monitor.get("monitor_on"):
+            from ..core.callback.monitor import norm_groups
+            names = [p.name for p in optimizer.parameters]
+            self.monitor_groups, extra["norm_groups"] = norm_groups(names, monitor.get("target"),
+                                                                    monitor.get("invert", False))
         train_step = build_from_config(wrapper_cfg, T.WRAPPER, network=network, optimizer=optimizer,
-                                       gradient_accumulation_steps=accum)
+                                       gradient_accumulation_steps=accum, **extra)
         train_step.set_train(True)
         return train_step, lr
 

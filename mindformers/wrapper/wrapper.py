@@ -36,7 +36,7 @@ class MFTrainOneStepCell(nn.Cell):
                  max_grad_norm: float = 1.0, scale_sense: Union[int, float, Tensor, dict, nn.Cell] = 1.0,
                  local_norm: bool = False, calculate_per_token_loss: bool = False,
                  global_norm_spike_threshold: float = 1.0, use_skip_data_by_global_norm: bool = False,
-                 print_separate_loss: bool = False, gradient_accumulation_steps: int = 1):
+                 print_separate_loss: bool = False, gradient_accumulation_steps: int = 1, norm_groups=None):
         super().__init__(auto_prefix=False)
         # global_norm_spike_threshold only tunes use_skip_data_by_global_norm: accepted so upstream YAMLs load.
         given = {"local_norm": local_norm, "calculate_per_token_loss": calculate_per_token_loss,
@@ -61,13 +61,15 @@ class MFTrainOneStepCell(nn.Cell):
         self.use_clip_grad = bool(use_clip_grad)
         self.max_grad_norm = float(max_grad_norm)
         self.accumulation_steps = int(gradient_accumulation_steps)
+        # monitor_config: a (groups x parameters) 0/1 matrix; the step then also returns each group's gradient norm
+        self.norm_groups = None if norm_groups is None else ms.Tensor(norm_groups, ms.float32)
         self.grad_reducer = ops.identity
         if ms.get_auto_parallel_context("parallel_mode") in ("data_parallel", "hybrid_parallel"):
             # degree=None: average over the communication group's size (device_num may be left unset).
             self.grad_reducer = nn.DistributedGradReducer(self.weights, ms.get_auto_parallel_context("gradients_mean"))
 
     def construct(self, *inputs):
-        """One training step on `inputs`; returns (loss, overflow, loss_scale, global_norm)."""
+        """One training step on `inputs`; returns (loss, overflow, loss_scale, global_norm[, group norms])."""
         # Copy the scale now: the scaler overwrites its Parameter at the end of the step.
         scale = self.loss_scaler.scale_sense * 1.0
         if self.accumulation_steps == 1:
@@ -75,8 +77,8 @@ class MFTrainOneStepCell(nn.Cell):
         else:
             loss, grads = self._accumulate(inputs, scale)
         grads = self.grad_reducer(grads)
-        squares = [ops.square(ops.cast(g, ms.float32)).sum() for g in grads]
-        global_norm = ops.sqrt(ops.stack(squares).sum()) / scale
+        squares = ops.stack([ops.square(ops.cast(g, ms.float32)).sum() for g in grads])
+        global_norm = ops.sqrt(squares.sum()) / scale
         # A NaN/Inf anywhere makes the norm non-finite, so one check covers every gradient.
         overflow = ops.logical_not(ops.isfinite(global_norm))
         # Unscaling and clipping are one multiplication: a single pass over the gradients.
@@ -88,6 +90,8 @@ class MFTrainOneStepCell(nn.Cell):
             self.optimizer(grads)
         # use the scaler's output so its update stays in the graph (a fixed scaler has no side effect)
         overflow = self.loss_scaler(overflow)
+        if self.norm_groups is not None:
+            return loss, overflow, scale, global_norm, ops.sqrt(ops.mv(self.norm_groups, squares)) / scale
         return loss, overflow, scale, global_norm
 
     def _loss_and_grads(self, inputs, scale):

@@ -79,11 +79,3 @@ def test_two_runs_with_the_same_seed_are_bit_identical(tmp_path):
         assert out.returncode == 0, out.stderr[-3000:]
         losses.append([json.loads(line)["loss"] for line in open(tmp_path / name / "log" / "train_metrics.jsonl")])
     assert len(losses[0]) == 5 and losses[0] == losses[1]
-
-
-def test_monitor_config_stops_the_run_until_implemented(tmp_path):
-    out = subprocess.run([sys.executable, "run_mindformer.py", "--config", TINY, "--output_dir", str(tmp_path),
-                          "--options", "monitor_config.monitor_on=True"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, GLOG_v="3"))
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "monitor_config.monitor_on: True (not implemented yet" in out.stderr

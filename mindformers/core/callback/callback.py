@@ -89,7 +89,7 @@ def _outputs(net_outputs):
     """(loss, overflow, loss_scale, global_norm) from the wrapper's outputs (a loss alone is fine)."""
     if not isinstance(net_outputs, (tuple, list)):
         net_outputs = (net_outputs,)
-    vals = [float(np.asarray(o.asnumpy() if hasattr(o, "asnumpy") else o)) for o in net_outputs]
+    vals = [float(np.asarray(o.asnumpy() if hasattr(o, "asnumpy") else o)) for o in net_outputs[:4]]
     loss = vals[0]
     overflow = bool(vals[1]) if len(vals) > 1 else False
     scale = vals[2] if len(vals) > 2 else None
