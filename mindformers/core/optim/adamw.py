@@ -38,6 +38,8 @@ class AdamW(nn.Optimizer):
 
     # Dtype of the moment buffers: None keeps each parameter's own dtype, as torch does.
     state_dtype = None
+    # True: weight decay shrinks the weights (AdamW); False: it is added to the gradient as L2 (Adam)
+    decoupled = True
 
     def __init__(self, params: Union[List[Parameter], List[dict]], learning_rate=1e-3,
                  betas: Iterable[float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
@@ -70,7 +72,9 @@ class AdamW(nn.Optimizer):
         self.moments1 = self._zeros_like_params("adam_m")
         self.moments2 = self._zeros_like_params("adam_v")
         self.max_moments2 = self._zeros_like_params("max_adam_v") if self.amsgrad else self.moments2
-        self.fused = tuple(not self.amsgrad and m.dtype == p.dtype for p, m in zip(self._parameters, self.moments1))
+        # the fused kernel decays decoupled: an L2 (Adam) decay takes the op-by-op path
+        self.fused = tuple(not self.amsgrad and m.dtype == p.dtype and (self.decoupled or d == 0.0)
+                           for p, m, d in zip(self._parameters, self.moments1, self.decays))
         self.fused_update = ops.AdamWeightDecay()
         self._beta1_t = Tensor(self.beta1, ms.float32)
         self._beta2_t = Tensor(self.beta2, ms.float32)
@@ -118,7 +122,10 @@ class AdamW(nn.Optimizer):
             g = -g
         w = ops.cast(param, f32)
         if weight_decay != 0.0:
-            w = w * (1.0 - lr * weight_decay)
+            if self.decoupled:
+                w = w * (1.0 - lr * weight_decay)
+            else:
+                g = g + weight_decay * w
         m = self.beta1 * ops.cast(exp_avg, f32) + (1.0 - self.beta1) * g
         v = self.beta2 * ops.cast(exp_avg_sq, f32) + (1.0 - self.beta2) * g * g
         v_hat = v
@@ -146,3 +153,13 @@ class FP32StateAdamWeightDecay(AdamW):
     def __init__(self, params: Union[List[Parameter], List[dict]], learning_rate=1e-3, beta1: float = 0.9,
                  beta2: float = 0.999, eps: float = 1e-6, weight_decay: float = 0.0):
         super().__init__(params, learning_rate, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
+
+
+@MindFormerRegister.register(MindFormerModuleType.OPTIMIZER)
+class Adam(AdamW):
+    """Adam (Kingma & Ba) as torch.optim.Adam: bias-corrected, weight decay added to the gradient (L2).
+
+    Same arguments and checkpointed state as AdamW; only the decay differs: g = g + weight_decay * w.
+    """
+
+    decoupled = False
