@@ -81,10 +81,16 @@ def read_yaml(file: str) -> Tuple[Dict[str, Any], Origins]:
 
 
 def deep_merge(base: Dict, child: Dict, base_origins: Origins, child_origins: Origins, path: Path = ()):
-    """Merge `child` into `base` in place: mappings merge key by key, anything else is replaced."""
+    """Merge `child` into `base` in place: mappings merge key by key, anything else is replaced.
+
+    A mapping whose `type` differs from the base's names another component, so it replaces the base mapping
+    instead of inheriting keys the new type would not accept.
+    """
     for key, value in child.items():
         sub = path + (key,)
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
+        other_type = isinstance(value, dict) and isinstance(base.get(key), dict) and "type" in value \
+            and "type" in base[key] and value["type"] != base[key]["type"]
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and not other_type:
             deep_merge(base[key], value, base_origins, child_origins, sub)
             if sub in child_origins:
                 base_origins[sub] = child_origins[sub]

@@ -1,5 +1,7 @@
-"""Pretraining datasets; importing this package registers the DATASET and DATASET_LOADER components."""
+"""Datasets; importing this package registers the DATASET, DATASET_LOADER and DATA_HANDLER components."""
 from .text_dataloader import TextDataLoader, cache_dir, split_documents
 from .causal_language_model_dataset import CausalLanguageModelDataset, EpochShardSampler
+from .instruct import AlpacaInstructDataHandler, CommonDataLoader
 
-__all__ = ["TextDataLoader", "CausalLanguageModelDataset", "EpochShardSampler", "cache_dir", "split_documents"]
+__all__ = ["TextDataLoader", "CausalLanguageModelDataset", "EpochShardSampler", "cache_dir", "split_documents",
+           "CommonDataLoader", "AlpacaInstructDataHandler"]

@@ -150,3 +150,18 @@ def test_processor_type_and_tokenizer_keys_are_checked(tmp_path):
         load_config(write(tmp_path / "p.yaml", "processor: {type: LlamaProcesor}\n"))
     with pytest.raises(ConfigError, match="processor.tokenizer.vocab_fle'; did you mean 'vocab_file'"):
         load_config(write(tmp_path / "t.yaml", "processor:\n  tokenizer: {type: LlamaTokenizer, vocab_fle: x}\n"))
+
+
+def test_a_component_of_another_type_replaces_instead_of_merging(tmp_path):
+    write(tmp_path / "base.yaml", """
+        optimizer: {type: AdamW, betas: [0.9, 0.95], weight_decay: 0.1}
+        lr_schedule: {type: CosineWithWarmUpLR, learning_rate: 1.e-3, warmup_steps: 5}
+        """)
+    child = write(tmp_path / "child.yaml", """
+        base_config: base.yaml
+        optimizer: {type: SGD, momentum: 0.9}
+        lr_schedule: {learning_rate: 2.e-3}
+        """)
+    cfg = load_config(child)
+    assert cfg.optimizer.to_dict() == {"type": "SGD", "momentum": 0.9}  # AdamW's betas are not inherited
+    assert cfg.lr_schedule.to_dict() == {"type": "CosineWithWarmUpLR", "learning_rate": 2e-3, "warmup_steps": 5}

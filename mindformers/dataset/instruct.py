@@ -1,0 +1,174 @@
+"""Instruction data for finetuning: a local json/jsonl/parquet loader with a handler list (upstream names).
+
+    train_dataset:
+      data_loader:
+        type: CommonDataLoader
+        path: json                       # or parquet; load_func: load_dataset is accepted (HF-style)
+        data_files: mindformers/assets/tiny_instruct/alpaca.json
+        shuffle: True
+        handler:
+          - type: AlpacaInstructDataHandler
+            prompt_template: alpaca      # alpaca | plain
+      input_columns: ["input_ids", "labels"]
+
+`AlpacaInstructDataHandler` turns {instruction, input?, output} rows into (input_ids, labels) of seq_length + 1
+tokens: the prompt (template + instruction + input) is tokenized with the tokenizer's bos, the response
+follows with eos; labels are -100 on every prompt token and on padding, so only response tokens are learned.
+Truncation (explicit, `truncation`): 'response' cuts the response's tail first and then the prompt's head
+(keeping at least one response token), 'drop' skips the sample; skips are counted and logged.
+"""
+import json
+import logging
+import os
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from ..tools.paths import resolve_repo_path
+from ..tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
+
+logger = logging.getLogger("mindformers")
+IGNORE = -100
+
+TEMPLATES = {
+    # our own wording of the common instruction/input/response layout
+    "alpaca": ("### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n",
+               "### Instruction:\n{instruction}\n\n### Response:\n"),
+    "plain": ("{instruction}\n{input}\n", "{instruction}\n"),
+}
+
+
+def read_rows(path: str, kind: Optional[str] = None) -> List[dict]:
+    """Rows of a .json (a list of objects), .jsonl or .parquet file; errors name the file and line."""
+    path = resolve_repo_path(path, "data_files")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data_files {path} does not exist")
+    kind = kind if kind in ("json", "parquet") else ("parquet" if path.endswith(".parquet") else "json")
+    if kind == "parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+        rows = pq.read_table(path).to_pylist()
+    else:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if text.lstrip().startswith("["):
+            try:
+                rows = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+        else:
+            rows = []
+            for line_no, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
+    if not rows:
+        raise ValueError(f"{path}: no samples")
+    bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
+    if bad:
+        raise ValueError(f"{path}: sample {bad} is not a JSON object")
+    return rows
+
+
+@MindFormerRegister.register(MindFormerModuleType.DATA_HANDLER)
+class AlpacaInstructDataHandler:
+    """{instruction, input?, output} -> (input_ids, labels) with the prompt masked out of the loss."""
+
+    def __init__(self, tokenizer=None, seq_length: int = 0, prompt_template: str = "alpaca",
+                 truncation: str = "response", output_columns: Optional[List[str]] = None, padding: bool = True):
+        if prompt_template not in TEMPLATES:
+            raise ValueError(f"AlpacaInstructDataHandler.prompt_template '{prompt_template}' is not one of "
+                             f"{', '.join(TEMPLATES)}")
+        if truncation not in ("response", "drop"):
+            raise ValueError(f"AlpacaInstructDataHandler.truncation must be 'response' or 'drop', got {truncation!r}")
+        if not padding:
+            raise ValueError("AlpacaInstructDataHandler.padding: False (dynamic shapes) is not supported: rows are "
+                             "padded to seq_length + 1 so one graph compiles once")
+        self.tokenizer, self.seq_length = tokenizer, int(seq_length)
+        self.template, self.truncation = TEMPLATES[prompt_template], truncation
+        self.skipped = 0
+
+    def encode(self, row: dict, where: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        missing = [k for k in ("instruction", "output") if k not in row]
+        if missing:
+            raise ValueError(f"{where}: missing {missing}; alpaca rows need instruction, output (input optional)")
+        with_input, without = self.template
+        text_in = str(row.get("input") or "").strip()
+        prompt = (with_input if text_in else without).format(instruction=str(row["instruction"]).strip(),
+                                                              input=text_in)
+        prompt_ids = self.tokenizer.encode(prompt)
+        response_ids = self.tokenizer.encode(str(row["output"]), add_special_tokens=False)
+        response_ids = response_ids + [self.tokenizer.eos_token_id]
+        length = self.seq_length + 1
+        if len(prompt_ids) + len(response_ids) > length:
+            if self.truncation == "drop":
+                self.skipped += 1
+                return None
+            response_ids = response_ids[:max(1, length - len(prompt_ids))]
+            prompt_ids = prompt_ids[len(prompt_ids) + len(response_ids) - length:] \
+                if len(prompt_ids) + len(response_ids) > length else prompt_ids
+        ids = np.full(length, self.tokenizer.pad_token_id or 0, np.int32)
+        labels = np.full(length, IGNORE, np.int32)
+        n = len(prompt_ids) + len(response_ids)
+        ids[:n] = prompt_ids + response_ids
+        labels[len(prompt_ids):n] = response_ids
+        return ids, labels
+
+
+@MindFormerRegister.register(MindFormerModuleType.DATASET_LOADER)
+class CommonDataLoader:
+    """Rows from a local json/jsonl/parquet file through a handler list; the EpochShardSampler interface."""
+
+    def __init__(self, data_files: str, handler: List[dict], tokenizer=None, seq_length: Optional[int] = None,
+                 path: str = "json", load_func: str = "load_dataset", shuffle: bool = False, seed: int = 0,
+                 split: str = "train"):
+        if load_func != "load_dataset":
+            raise ValueError(f"CommonDataLoader.load_func '{load_func}' is not supported; use load_dataset")
+        if path not in ("json", "parquet") and not os.path.isfile(resolve_repo_path(path, "path")):
+            raise ValueError(f"CommonDataLoader.path '{path}' must be json, parquet or a local file")
+        if tokenizer is None:
+            raise ValueError("CommonDataLoader needs a tokenizer (set processor.tokenizer in the config)")
+        if hasattr(tokenizer, "keys"):
+            tokenizer = build_from_config(tokenizer, MindFormerModuleType.TOKENIZER)
+        if not handler:
+            raise ValueError("CommonDataLoader needs a handler list, e.g. [{type: AlpacaInstructDataHandler}]")
+        files = [data_files] if isinstance(data_files, str) else list(data_files)
+        self.dataset_dir, self.shuffle, self.seed, self.seq_length = files[0], bool(shuffle), int(seed), seq_length
+        handlers = [build_from_config(h, MindFormerModuleType.DATA_HANDLER, tokenizer=tokenizer,
+                                      seq_length=seq_length) for h in handler]
+        samples = []
+        for file in files:
+            for i, row in enumerate(read_rows(file, path), 1):
+                sample = row
+                for h in handlers:
+                    sample = h.encode(sample, f"{file}: sample {i}")
+                    if sample is None:
+                        break
+                if sample is not None:
+                    samples.append(sample)
+        skipped = sum(getattr(h, "skipped", 0) for h in handlers)
+        if skipped:
+            logger.warning("CommonDataLoader %s: %d samples longer than seq_length + 1 were skipped "
+                           "(truncation: drop)", files, skipped)
+        if not samples:
+            raise ValueError(f"CommonDataLoader {files}: no sample left after the handlers")
+        self.samples = samples
+        self.response_tokens = int(sum((s[1] != IGNORE).sum() for s in samples))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        return tuple(a.copy() for a in self.samples[index])
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.samples))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
+
+
+__all__: List[str] = ["CommonDataLoader", "AlpacaInstructDataHandler", "read_rows", "TEMPLATES"]

@@ -1,0 +1,88 @@
+"""Instruction data: alpaca rows -> prompt-masked (input_ids, labels), truncation rules, bad input, finetune run."""
+import json
+import os
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from mindformers.checkpoint import save_checkpoint
+from mindformers.config import load_config
+from mindformers.dataset import AlpacaInstructDataHandler, CommonDataLoader
+from mindformers.models import LlamaConfig, LlamaForCausalLM
+from mindformers.tokenization import LlamaTokenizer
+from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOKENIZER = os.path.join(ROOT, "mindformers", "assets", "tiny_corpus", "tokenizer.model")
+ALPACA = os.path.join(ROOT, "mindformers", "assets", "tiny_instruct", "alpaca.json")
+HANDLER = [{"type": "AlpacaInstructDataHandler"}]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return LlamaTokenizer(vocab_file=TOKENIZER)
+
+
+def test_prompt_is_masked_and_response_ends_with_eos(tok):
+    handler = AlpacaInstructDataHandler(tok, seq_length=63)
+    ids, labels = handler.encode({"instruction": "Repeat the text.", "input": "file path", "output": "file path"}, "x")
+    prompt = tok.encode("### Instruction:\nRepeat the text.\n\n### Input:\nfile path\n\n### Response:\n")
+    response = tok.encode("file path", add_special_tokens=False) + [tok.eos_token_id]
+    n = len(prompt) + len(response)
+    assert ids.shape == labels.shape == (64,)
+    assert ids[:n].tolist() == prompt + response and prompt[0] == tok.bos_token_id
+    assert (labels[:len(prompt)] == -100).all() and labels[len(prompt):n].tolist() == response
+    assert (labels[n:] == -100).all() and (ids[n:] == tok.pad_token_id).all()
+    no_input, _ = handler.encode({"instruction": "What is 1 plus 2?", "output": "3"}, "x")
+    assert tok.decode(no_input.tolist(), skip_special_tokens=True).startswith("### Instruction:\nWhat is 1 plus 2?")
+
+
+def test_truncation_rules(tok):
+    row = {"instruction": "Repeat the text.", "input": "", "output": "value " * 40}
+    prompt = tok.encode("### Instruction:\nRepeat the text.\n\n### Response:\n")
+    ids, labels = AlpacaInstructDataHandler(tok, seq_length=31).encode(row, "x")
+    assert ids[:len(prompt)].tolist() == prompt  # the prompt stays whole, the response's tail is cut
+    assert (labels != -100).sum() == 32 - len(prompt) and ids[-1] != tok.eos_token_id
+    long_prompt = {"instruction": "Repeat the text. " * 20, "input": "", "output": "value"}
+    ids, labels = AlpacaInstructDataHandler(tok, seq_length=15).encode(long_prompt, "x")
+    assert (labels != -100).sum() == 1 and ids[-1] == labels[-1]  # one response token kept, prompt cut at its head
+    drop = AlpacaInstructDataHandler(tok, seq_length=15, truncation="drop")
+    assert drop.encode(long_prompt, "x") is None and drop.skipped == 1
+
+
+def test_loader_reads_files_and_shuffles_deterministically(tok, tmp_path):
+    loader = CommonDataLoader(ALPACA, HANDLER, tokenizer=tok, seq_length=63, shuffle=True, seed=3)
+    assert len(loader) == 400 and loader.response_tokens > 400
+    assert loader.epoch_order(1).tolist() == CommonDataLoader(ALPACA, HANDLER, tokenizer=tok, seq_length=63,
+                                                              shuffle=True, seed=3).epoch_order(1).tolist()
+    assert loader.epoch_order(0).tolist() != loader.epoch_order(1).tolist()
+    rows = json.load(open(ALPACA, encoding="utf-8"))[:3]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(CommonDataLoader(str(tmp_path / "a.jsonl"), HANDLER, tokenizer=tok, seq_length=63)) == 3
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"instruction": "a", "output": "b"}\n{"instruction": "a"', r"bad.jsonl:2: not valid JSON"),
+    ('{"instruction": "a", "output": "b"}\n{"instruction": "a"}\n', r"sample 2: missing \['output'\]"),
+    ("", r"bad.jsonl: no samples"),
+])
+def test_bad_input_names_file_and_line(tok, tmp_path, text, message):
+    (tmp_path / "bad.jsonl").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        CommonDataLoader(str(tmp_path / "bad.jsonl"), HANDLER, tokenizer=tok, seq_length=63)
+
+
+@pytest.mark.usefixtures("graph_mode")
+def test_finetune_from_a_checkpoint_learns_the_responses(tmp_path):
+    sizes = {"seq_length": 64, "hidden_size": 64, "num_layers": 2, "num_heads": 4, "n_kv_heads": 2,
+             "intermediate_size": 128, "vocab_size": 2048}
+    ms.set_seed(0)
+    save_checkpoint(str(tmp_path / "base"), "base", 1, LlamaForCausalLM(LlamaConfig(**sizes)))
+    config = load_config(os.path.join(ROOT, "configs/llama/finetune_llama_tiny_alpaca.yaml"),
+                         {"output_dir": str(tmp_path / "ft"), "load_checkpoint": str(tmp_path / "base"),
+                          "runner_config.stop_step": 30, "lr_schedule.warmup_steps": 2,
+                          **{f"model.model_config.{k}": v for k, v in sizes.items()}})
+    history = CausalLanguageModelingTrainer().train(config, is_finetune=True)
+    first, last = np.mean([r["loss"] for r in history[:3]]), np.mean([r["loss"] for r in history[-3:]])
+    assert len(history) == 30 and last < first - 1.0
