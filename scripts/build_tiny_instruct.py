@@ -1,4 +1,4 @@
-"""Build mindformers/assets/tiny_instruct/alpaca.json: small instruction data this repository owns.
+"""Build mindformers/assets/tiny_instruct/{alpaca,sharegpt}.json: small instruction data this repository owns.
 
     python scripts/build_tiny_instruct.py
 
@@ -12,6 +12,7 @@ import random
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "mindformers", "assets", "tiny_instruct", "alpaca.json")
+SHAREGPT = os.path.join(ROOT, "mindformers", "assets", "tiny_instruct", "sharegpt.json")
 WORDS = ("file path name value list string number line time data object module error class method "
          "function return result type key index table").split()
 
@@ -37,8 +38,23 @@ def rows(n: int, seed: int = 0):
     return out
 
 
+def conversations(n: int, seed: int = 1):
+    """Multi-turn sharegpt conversations: two or three of the tasks above in a row, sometimes with a system turn."""
+    rng = random.Random(seed)
+    tasks = rows(3 * n, seed)
+    out = []
+    for i in range(n):
+        turns = [{"from": "system", "value": "Answer with the result only."}] if i % 3 == 0 else []
+        for task in tasks[3 * i:3 * i + rng.randint(2, 3)]:
+            question = task["instruction"] + (f" {task['input']}" if task["input"] else "")
+            turns += [{"from": "human", "value": question}, {"from": "gpt", "value": task["output"]}]
+        out.append({"conversations": turns})
+    return out
+
+
 if __name__ == "__main__":
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w", encoding="utf-8") as f:
-        json.dump(rows(400), f, indent=0)
-    print(OUT, os.path.getsize(OUT), "bytes")
+    for path, data in ((OUT, rows(400)), (SHAREGPT, conversations(150))):
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=0)
+        print(path, os.path.getsize(path), "bytes")

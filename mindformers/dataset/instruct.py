@@ -119,6 +119,76 @@ class AlpacaInstructDataHandler:
         return ids, labels
 
 
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+          "bing": "assistant", "bard": "assistant", "model": "assistant", "system": "system"}
+
+
+@MindFormerRegister.register(MindFormerModuleType.DATA_HANDLER)
+class SharegptDataHandler:
+    """{conversations: [{from, value}, ...]} (sharegpt) -> (input_ids, labels), loss on every assistant turn.
+
+    Roles: human/user -> user, gpt/assistant/model/... -> assistant, system -> system (`roles` adds more).
+    The conversation is rendered with `chat_template` (a jinja2 string), else the tokenizer's chat template,
+    else the plain "User: ... / Assistant: ..." layout of the chat CLI; each assistant turn's tokens (and the
+    eos after the last one) are learned, everything else is -100. Conversations longer than seq_length + 1
+    keep their first turns up to the limit (a cut assistant turn still counts), or are dropped with
+    truncation: drop.
+    """
+
+    def __init__(self, tokenizer=None, seq_length: int = 0, chat_template: Optional[str] = None,
+                 roles: Optional[dict] = None, truncation: str = "response", column: str = "conversations"):
+        from ..chat import PLAIN_TEMPLATE
+        if truncation not in ("response", "drop"):
+            raise ValueError(f"SharegptDataHandler.truncation must be 'response' or 'drop', got {truncation!r}")
+        self.tokenizer, self.seq_length, self.truncation, self.column = tokenizer, int(seq_length), truncation, column
+        self.template = chat_template or getattr(tokenizer, "chat_template", None) or PLAIN_TEMPLATE
+        self.roles = {**_ROLES, **(roles or {})}
+        self.skipped = 0
+
+    def _render(self, messages, generation_prompt: bool) -> List[int]:
+        from ..generation import apply_chat_template
+        return self.tokenizer.encode(apply_chat_template(messages, self.tokenizer, chat_template=self.template,
+                                                         add_generation_prompt=generation_prompt))
+
+    def encode(self, row: dict, where: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        turns = row.get(self.column)
+        if not isinstance(turns, list) or not turns:
+            raise ValueError(f"{where}: needs a non-empty '{self.column}' list of {{from, value}} turns")
+        messages = []
+        for t in turns:
+            role = self.roles.get(str(t.get("from", t.get("role", ""))).lower()) if isinstance(t, dict) else None
+            if role is None or not isinstance(t.get("value", t.get("content")), str):
+                raise ValueError(f"{where}: turn {t!r} needs from (one of {', '.join(sorted(self.roles))}) and value")
+            messages.append({"role": role, "content": t.get("value", t.get("content"))})
+        if not any(m["role"] == "assistant" for m in messages):
+            raise ValueError(f"{where}: no assistant turn to learn from")
+        ids, labels = [], []
+        for i, message in enumerate(messages):
+            before = self._render(messages[:i], message["role"] == "assistant") if i else []
+            after = self._render(messages[:i + 1], False)
+            if after[:len(before)] != before:
+                raise ValueError(f"{where}: the chat template does not render turns as a growing prefix; "
+                                 f"use another template")
+            new = after[len(ids):] if message["role"] != "assistant" else after[len(before):]
+            if message["role"] == "assistant":
+                ids, labels = ids + before[len(ids):], labels + [IGNORE] * (len(before) - len(labels))
+                ids, labels = ids + new, labels + new
+            else:
+                ids, labels = ids + new, labels + [IGNORE] * len(new)
+        if messages[-1]["role"] == "assistant" and self.tokenizer.eos_token_id is not None:
+            ids, labels = ids + [self.tokenizer.eos_token_id], labels + [self.tokenizer.eos_token_id]
+        length = self.seq_length + 1
+        if len(ids) > length:
+            if self.truncation == "drop" or all(v == IGNORE for v in labels[:length]):
+                self.skipped += 1
+                return None
+            ids, labels = ids[:length], labels[:length]
+        out_ids = np.full(length, self.tokenizer.pad_token_id or 0, np.int32)
+        out_labels = np.full(length, IGNORE, np.int32)
+        out_ids[:len(ids)], out_labels[:len(labels)] = ids, labels
+        return out_ids, out_labels
+
+
 @MindFormerRegister.register(MindFormerModuleType.DATASET_LOADER)
 class CommonDataLoader:
     """Rows from a local json/jsonl/parquet file through a handler list; the EpochShardSampler interface."""
@@ -171,4 +241,5 @@ class CommonDataLoader:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
 
 
-__all__: List[str] = ["CommonDataLoader", "AlpacaInstructDataHandler", "read_rows", "TEMPLATES"]
+__all__: List[str] = ["CommonDataLoader", "AlpacaInstructDataHandler", "SharegptDataHandler", "read_rows",
+                       "TEMPLATES"]

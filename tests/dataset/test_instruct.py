@@ -9,6 +9,7 @@ import pytest
 from mindformers.checkpoint import save_checkpoint
 from mindformers.config import load_config
 from mindformers.dataset import AlpacaInstructDataHandler, CommonDataLoader
+from mindformers.dataset.instruct import SharegptDataHandler
 from mindformers.models import LlamaConfig, LlamaForCausalLM
 from mindformers.tokenization import LlamaTokenizer
 from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer
@@ -86,3 +87,53 @@ def test_finetune_from_a_checkpoint_learns_the_responses(tmp_path):
     history = CausalLanguageModelingTrainer().train(config, is_finetune=True)
     first, last = np.mean([r["loss"] for r in history[:3]]), np.mean([r["loss"] for r in history[-3:]])
     assert len(history) == 30 and last < first - 1.0
+
+
+CHAT = {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Repeat: file"},
+                          {"from": "gpt", "value": "file"}, {"from": "human", "value": "Again"},
+                          {"from": "gpt", "value": "file path"}]}
+
+
+def test_sharegpt_learns_every_assistant_turn(tok):
+    ids, labels = SharegptDataHandler(tok, seq_length=63).encode(CHAT, "x")
+    n = int((ids != tok.pad_token_id).sum())
+    assert tok.decode(ids[:n].tolist(), skip_special_tokens=False) == \
+        "<s>Be brief.\n\nUser: Repeat: file\nAssistant: file\nUser: Again\nAssistant: file path\n</s>"
+    learned = [[]]
+    for t in labels[:n].tolist():  # runs of learned tokens, one per assistant turn
+        if t == -100:
+            learned[-1] and learned.append([])
+        else:
+            learned[-1].append(t)
+    assert [tok.decode(run) for run in learned if run] == ["file\n", "file path\n"]
+    assert labels[n - 1] == tok.eos_token_id
+
+
+def test_sharegpt_bad_turns_and_truncation(tok):
+    with pytest.raises(ValueError, match=r"x: turn .* needs from"):
+        SharegptDataHandler(tok, seq_length=63).encode({"conversations": [{"from": "robot", "value": "hi"}]}, "x")
+    with pytest.raises(ValueError, match="no assistant turn"):
+        SharegptDataHandler(tok, seq_length=63).encode({"conversations": [{"from": "human", "value": "hi"}]}, "x")
+    short = SharegptDataHandler(tok, seq_length=30)
+    ids, labels = short.encode(CHAT, "x")  # cut after the first answer: still learns it
+    assert (labels != -100).sum() >= 1 and (ids != tok.pad_token_id).all()
+    assert SharegptDataHandler(tok, seq_length=30, truncation="drop").encode(CHAT, "x") is None
+    assert SharegptDataHandler(tok, seq_length=12).encode(CHAT, "x") is None  # no answer fits: skipped
+
+
+@pytest.mark.usefixtures("graph_mode")
+def test_lora_sft_on_sharegpt(tmp_path):
+    sizes = {"seq_length": 128, "hidden_size": 64, "num_layers": 2, "num_heads": 4, "n_kv_heads": 2,
+             "intermediate_size": 128, "vocab_size": 2048}
+    ms.set_seed(0)
+    save_checkpoint(str(tmp_path / "base"), "base", 1, LlamaForCausalLM(LlamaConfig(**sizes)))
+    config = load_config(os.path.join(ROOT, "configs/llama/finetune_llama_tiny_sharegpt.yaml"),
+                         {"output_dir": str(tmp_path / "ft"), "load_checkpoint": str(tmp_path / "base"),
+                          "runner_config.stop_step": 20, "lr_schedule.warmup_steps": 2,
+                          "lr_schedule.learning_rate": 2e-2,
+                          **{f"model.model_config.{k}": v for k, v in sizes.items()},
+                          "model.model_config.pet_config": {"pet_type": "lora", "lora_rank": 8, "lora_alpha": 16,
+                                                            "target_modules": r".*\.(q_proj|v_proj|up_proj)"}})
+    history = CausalLanguageModelingTrainer().train(config, is_finetune=True)
+    first, last = np.mean([r["loss"] for r in history[:3]]), np.mean([r["loss"] for r in history[-3:]])
+    assert last < first - 0.5 and (tmp_path / "ft" / "adapter" / "adapter_model.safetensors").exists()
