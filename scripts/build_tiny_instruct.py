@@ -13,6 +13,7 @@ import random
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "mindformers", "assets", "tiny_instruct", "alpaca.json")
 SHAREGPT = os.path.join(ROOT, "mindformers", "assets", "tiny_instruct", "sharegpt.json")
+PAIRWISE = os.path.join(ROOT, "mindformers", "assets", "tiny_instruct", "pairwise.jsonl")
 WORDS = ("file path name value list string number line time data object module error class method "
          "function return result type key index table").split()
 
@@ -52,9 +53,28 @@ def conversations(n: int, seed: int = 1):
     return out
 
 
+def pairs(n: int, seed: int = 2):
+    """Preference pairs {prompt, chosen, rejected}: the right sum or word order against a wrong one."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        words = rng.sample(WORDS[:12], 3)
+        if i % 2:
+            a, b = rng.randint(0, 9), rng.randint(0, 9)
+            out.append({"prompt": f"What is {a} plus {b}?", "chosen": str(a + b),
+                        "rejected": str((a + b + rng.randint(1, 5)) % 19)})
+        else:
+            out.append({"prompt": f"Reverse the order of the words. {' '.join(words)}",
+                        "chosen": " ".join(reversed(words)), "rejected": " ".join(words)})
+    return out
+
+
 if __name__ == "__main__":
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     for path, data in ((OUT, rows(400)), (SHAREGPT, conversations(150))):
         with open(path, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=0)
         print(path, os.path.getsize(path), "bytes")
+    with open(PAIRWISE, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in pairs(200))
+    print(PAIRWISE, os.path.getsize(PAIRWISE), "bytes")

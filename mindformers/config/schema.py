@@ -106,6 +106,7 @@ SCHEMA: Dict[str, Any] = {
                             "optimizer_state_format weight_state_format throughput_baseline print_struct",
                             "check_for_global_norm global_norm_spike_threshold",
                             "global_norm_spike_count_threshold embedding_size_format spike_factor spike_window"),
+    "preference": _keys("loss_type beta gamma label_smoothing"),
     "tensorboard": _keys("tensorboard_dir tensorboard_queue_size log_loss_scale_to_tensorboard",
                          "log_timers_to_tensorboard log_expert_load_to_tensorboard"),
 }

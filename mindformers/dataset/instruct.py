@@ -189,6 +189,44 @@ class SharegptDataHandler:
         return out_ids, out_labels
 
 
+@MindFormerRegister.register(MindFormerModuleType.DATA_HANDLER)
+class PairwiseDataHandler:
+    """Preference pairs -> (chosen_ids, chosen_labels, rejected_ids, rejected_labels).
+
+    Rows are {prompt, chosen, rejected} (strings), or sharegpt-style {conversations: [...], chosen: {from,
+    value}, rejected: {from, value}}. Both answers follow the same rendered prompt (SharegptDataHandler's
+    layout and masking); a pair where either side does not fit seq_length + 1 is skipped and counted.
+    """
+
+    def __init__(self, tokenizer=None, seq_length: int = 0, chat_template: Optional[str] = None,
+                 roles: Optional[dict] = None):
+        self.turns = SharegptDataHandler(tokenizer, seq_length, chat_template, roles, truncation="drop")
+
+    @property
+    def skipped(self) -> int:
+        return self.turns.skipped
+
+    def encode(self, row: dict, where: str):
+        if "conversations" in row:
+            history = list(row["conversations"])
+            answers = [row.get("chosen"), row.get("rejected")]
+            answers = [a.get("value") if isinstance(a, dict) else a for a in answers]
+        elif "prompt" in row:
+            history = [{"from": "human", "value": row["prompt"]}]
+            answers = [row.get("chosen"), row.get("rejected")]
+        else:
+            raise ValueError(f"{where}: pairwise rows need prompt/chosen/rejected (or conversations/chosen/rejected)")
+        if not all(isinstance(a, str) for a in answers):
+            raise ValueError(f"{where}: chosen and rejected must both be given as text")
+        out = []
+        for answer in answers:
+            encoded = self.turns.encode({"conversations": history + [{"from": "gpt", "value": answer}]}, where)
+            if encoded is None:  # counted once by the turns handler
+                return None
+            out += list(encoded)
+        return tuple(out)
+
+
 @MindFormerRegister.register(MindFormerModuleType.DATASET_LOADER)
 class CommonDataLoader:
     """Rows from a local json/jsonl/parquet file through a handler list; the EpochShardSampler interface."""
@@ -227,7 +265,7 @@ class CommonDataLoader:
         if not samples:
             raise ValueError(f"CommonDataLoader {files}: no sample left after the handlers")
         self.samples = samples
-        self.response_tokens = int(sum((s[1] != IGNORE).sum() for s in samples))
+        self.response_tokens = int(sum((s[1] != IGNORE).sum() for s in samples))  # of the first answer
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -241,5 +279,6 @@ class CommonDataLoader:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
 
 
-__all__: List[str] = ["CommonDataLoader", "AlpacaInstructDataHandler", "SharegptDataHandler", "read_rows",
+__all__: List[str] = ["CommonDataLoader", "AlpacaInstructDataHandler", "SharegptDataHandler", "PairwiseDataHandler",
+                       "read_rows",
                        "TEMPLATES"]

@@ -90,6 +90,26 @@ class TrainingStopped(RuntimeError):
     """Training stopped on purpose before its last step (e.g. non-finite loss with check_for_nan...)."""
 
 
+def _preference_network(config, network):
+    """The loss network for the `preference` section (DPO/IPO/SimPO or a reward model), else `network`."""
+    pref = _plain(config.get("preference") or {})
+    if not pref:
+        return network
+    from ..alignment import PreferenceLoss, RewardModel, frozen_copy
+    loss_type = pref.pop("loss_type", "dpo")
+    if loss_type == "reward":
+        if pref:
+            raise ValueError(f"preference: loss_type reward takes no other keys, got {sorted(pref)}")
+        logger.info("training a reward model (pairwise loss) on %s", type(network).__name__)
+        return RewardModel(network)
+    if loss_type != "simpo" and config.get("resume_training"):
+        raise ValueError(f"preference.loss_type {loss_type}: resume_training would rebuild the reference model from "
+                         f"the resumed weights instead of the starting ones; restart from load_checkpoint instead")
+    reference = None if loss_type == "simpo" else frozen_copy(network, lambda: type(network)(network.config))
+    logger.info("preference optimisation: %s, %s", loss_type, pref)
+    return PreferenceLoss(network, reference, loss_type, **pref)
+
+
 def _observers(config, env: dict, output_dir: str) -> list:
     """Profiler (`profile*` keys), TensorBoard (`tensorboard`) and, on a terminal, a progress bar."""
     from ..core.callback.observers import ProfileCallback, ProgressBar, TensorBoardCallback
@@ -186,7 +206,10 @@ class CausalLanguageModelingTrainer:
             raise ValueError(f"resume: {resume_dir} is at step {start_step}, the run ends at step {total_steps}; "
                              f"raise runner_config.epochs or stop_step to train further")
 
-        train_step, lr = self._build_train_step(config, network, planned_steps, accum)
+        step_network = _preference_network(config, network)
+        if step_network is not network and type(step_network).__name__ == "RewardModel":
+            network = step_network  # checkpoints hold the reward model, score head included
+        train_step, lr = self._build_train_step(config, step_network, planned_steps, accum)
         if resume_dir:
             load_train_state(train_step, resume_dir, network)
             logger.info("resumed from %s at step %d", resume_dir, start_step)
