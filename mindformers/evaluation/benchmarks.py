@@ -325,6 +325,38 @@ class PerplexityMetric:
                 "n": result["tokens"], "loss": result["loss"]}
 
 
+@MindFormerRegister.register(MindFormerModuleType.METRIC)
+class PairwiseAccuracyMetric(_Benchmark):
+    """Share of preference pairs ranked right: by the reward model's score when the network is one
+    (`preference: {loss_type: reward}`), else by the model's own log-probability of each answer."""
+    name = "pairwise_accuracy"
+
+    def __init__(self, data_path: str, **kwargs):
+        super().__init__(0, **kwargs)
+        self.data_path = data_path
+
+    def evaluate(self, network, tokenizer) -> dict:
+        from mindspore import Tensor
+
+        from ..alignment import sequence_logprobs
+        from ..dataset.instruct import CommonDataLoader
+        loader = CommonDataLoader(self.data_path, [{"type": "PairwiseDataHandler"}], tokenizer=tokenizer,
+                                  seq_length=int(network.config.seq_length))
+        rows = [loader[i] for i in range(len(loader))][:self.max_samples or None]
+        network.set_train(False)
+        right = 0
+        for start in range(0, len(rows), self.batch_size):
+            c_ids, c_lab, r_ids, r_lab = (Tensor(np.stack(col)) for col in zip(*rows[start:start + self.batch_size]))
+            if hasattr(network, "rewards"):
+                chosen, rejected = network.rewards(c_ids, c_lab), network.rewards(r_ids, r_lab)
+            else:
+                chosen, rejected = sequence_logprobs(network, c_ids, c_lab)[0], sequence_logprobs(network, r_ids,
+                                                                                                  r_lab)[0]
+            right += int((chosen.asnumpy() > rejected.asnumpy()).sum())
+        return _report(self.name, {self.name: (right, len(rows))},
+                       {"scored_by": "reward model" if hasattr(network, "rewards") else "log-likelihood"})
+
+
 def format_table(results: List[dict]) -> str:
     """A markdown table: one row per benchmark and per subject."""
     lines = ["| benchmark | subject | metric | score | n |", "|---|---|---|---|---|"]

@@ -60,12 +60,17 @@ def build_model(config, network=None):
         from ..pet import apply_lora, trainable_summary
         paths = apply_lora(network, pet_config)
         logger.info("LoRA on %d layers (%s ...): %s", len(paths), ", ".join(paths[:3]), trainable_summary(network))
+    if (config.get("preference") or {}).get("loss_type") == "reward" and type(network).__name__ != "RewardModel":
+        from ..alignment import RewardModel
+        network = RewardModel(network)  # before loading: a reward checkpoint holds the score head too
     lora_now = hasattr(network, "lora_config")
+    head_now = type(network).__name__ == "RewardModel"
     if config.get("load_checkpoint"):
-        info = load_weights(network, config.load_checkpoint, strict=not lora_now,
+        info = load_weights(network, config.load_checkpoint, strict=not (lora_now or head_now),
                             allow_pickle=bool(config.get("allow_pickle_checkpoint")))
-        if lora_now:  # a base checkpoint lacks only the (new) adapters; a LoRA run's checkpoint has them all
-            missing = [n for n in info["missing"] if ".lora_A." not in n and ".lora_B." not in n]
+        if lora_now or head_now:  # a base checkpoint lacks only the new adapters / score head
+            missing = [n for n in info["missing"] if ".lora_A." not in n and ".lora_B." not in n
+                       and n != "score.weight"]
             if missing or info["unexpected"]:
                 raise ValueError(f"load_checkpoint {info['file']} does not fit the model: missing {missing[:8]}, "
                                  f"not in model {info['unexpected'][:8]}")
@@ -100,8 +105,8 @@ def _preference_network(config, network):
     if loss_type == "reward":
         if pref:
             raise ValueError(f"preference: loss_type reward takes no other keys, got {sorted(pref)}")
-        logger.info("training a reward model (pairwise loss) on %s", type(network).__name__)
-        return RewardModel(network)
+        logger.info("training a reward model (pairwise loss, score head) on %s", type(network.lm).__name__)
+        return network if isinstance(network, RewardModel) else RewardModel(network)
     if loss_type != "simpo" and config.get("resume_training"):
         raise ValueError(f"preference.loss_type {loss_type}: resume_training would rebuild the reference model from "
                          f"the resumed weights instead of the starting ones; restart from load_checkpoint instead")
@@ -206,9 +211,7 @@ class CausalLanguageModelingTrainer:
             raise ValueError(f"resume: {resume_dir} is at step {start_step}, the run ends at step {total_steps}; "
                              f"raise runner_config.epochs or stop_step to train further")
 
-        step_network = _preference_network(config, network)
-        if step_network is not network and type(step_network).__name__ == "RewardModel":
-            network = step_network  # checkpoints hold the reward model, score head included
+        step_network = _preference_network(config, network)  # a reward model is the network itself
         train_step, lr = self._build_train_step(config, step_network, planned_steps, accum)
         if resume_dir:
             load_train_state(train_step, resume_dir, network)

@@ -127,3 +127,20 @@ def test_dpo_config_runs_end_to_end(tmp_path):
     with pytest.raises(ValueError, match="resume_training would rebuild the reference model"):
         config.resume_training = True
         CausalLanguageModelingTrainer().train(config, is_finetune=True)
+
+
+def test_reward_model_config_trains_saves_and_reports_accuracy(tmp_path):
+    ms.set_seed(0)
+    save_checkpoint(str(tmp_path / "base"), "base", 1, LlamaForCausalLM(LlamaConfig(**SIZES)))
+    overrides = {"output_dir": str(tmp_path / "rm"), "load_checkpoint": str(tmp_path / "base"),
+                 "runner_config.stop_step": 4, "lr_schedule.warmup_steps": 1, "preference": {"loss_type": "reward"},
+                 **{f"model.model_config.{k}": v for k, v in SIZES.items()}}
+    config = load_config(os.path.join(ROOT, "configs/llama/dpo_llama_tiny.yaml"), overrides)
+    history = CausalLanguageModelingTrainer().train(config, is_finetune=True)
+    assert len(history) == 4 and math.isclose(history[0]["loss"], math.log(2), abs_tol=0.05)
+    # eval: the saved reward model (score head included) ranks the pairs
+    config = load_config(os.path.join(ROOT, "configs/llama/dpo_llama_tiny.yaml"), {
+        **overrides, "load_checkpoint": str(tmp_path / "rm" / "checkpoint"),
+        "metric": [{"type": "PairwiseAccuracyMetric", "data_path": PAIRS, "max_samples": 16}]})
+    result = CausalLanguageModelingTrainer().evaluate(config)["pairwise_accuracy"]
+    assert result["n"] == 16 and 0.0 <= result["score"] <= 1.0 and result["scored_by"] == "reward model"
