@@ -83,14 +83,19 @@ def read_yaml(file: str) -> Tuple[Dict[str, Any], Origins]:
 def deep_merge(base: Dict, child: Dict, base_origins: Origins, child_origins: Origins, path: Path = ()):
     """Merge `child` into `base` in place: mappings merge key by key, anything else is replaced.
 
-    A mapping whose `type` differs from the base's names another component, so it replaces the base mapping
-    instead of inheriting keys the new type would not accept.
+    A mapping whose `type` names another registered component inherits only the base keys that component
+    accepts (a TextDataLoader's dataset_dir is dropped when the child switches to CommonDataLoader; a
+    subclass config keeps them all).
     """
     for key, value in child.items():
         sub = path + (key,)
-        other_type = isinstance(value, dict) and isinstance(base.get(key), dict) and "type" in value \
-            and "type" in base[key] and value["type"] != base[key]["type"]
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and not other_type:
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and "type" in value \
+                and "type" in base[key] and value["type"] != base[key]["type"]:
+            for dropped in _keys_not_accepted(value["type"], base[key]):
+                del base[key][dropped]
+                for p in [p for p in base_origins if p[:len(sub) + 1] == sub + (dropped,)]:
+                    del base_origins[p]
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
             deep_merge(base[key], value, base_origins, child_origins, sub)
             if sub in child_origins:
                 base_origins[sub] = child_origins[sub]
@@ -99,6 +104,17 @@ def deep_merge(base: Dict, child: Dict, base_origins: Origins, child_origins: Or
                 del base_origins[p]
             base[key] = copy.deepcopy(value)
             base_origins.update({p: w for p, w in child_origins.items() if p[:len(sub)] == sub})
+
+
+def _keys_not_accepted(type_name, section: Dict) -> list:
+    """Keys of `section` that the registered component `type_name` does not take (none if unknown)."""
+    from ..tools.register.register import MindFormerRegister, accepted_kwargs
+
+    for table in MindFormerRegister.registry.values():
+        if type_name in table:
+            accepted = accepted_kwargs(table[type_name])
+            return [] if accepted is None else [k for k in section if k != "type" and k not in accepted]
+    return []
 
 
 def load_layers(file: str, _chain: Optional[List[str]] = None) -> Tuple[Dict[str, Any], Origins]:

@@ -152,7 +152,7 @@ def test_processor_type_and_tokenizer_keys_are_checked(tmp_path):
         load_config(write(tmp_path / "t.yaml", "processor:\n  tokenizer: {type: LlamaTokenizer, vocab_fle: x}\n"))
 
 
-def test_a_component_of_another_type_replaces_instead_of_merging(tmp_path):
+def test_a_component_of_another_type_keeps_only_the_keys_it_accepts(tmp_path):
     write(tmp_path / "base.yaml", """
         optimizer: {type: AdamW, betas: [0.9, 0.95], weight_decay: 0.1}
         lr_schedule: {type: CosineWithWarmUpLR, learning_rate: 1.e-3, warmup_steps: 5}
@@ -163,5 +163,16 @@ def test_a_component_of_another_type_replaces_instead_of_merging(tmp_path):
         lr_schedule: {learning_rate: 2.e-3}
         """)
     cfg = load_config(child)
-    assert cfg.optimizer.to_dict() == {"type": "SGD", "momentum": 0.9}  # AdamW's betas are not inherited
+    # SGD takes weight_decay but not AdamW's betas; a subclass config keeps every key of its base
+    assert cfg.optimizer.to_dict() == {"type": "SGD", "momentum": 0.9, "weight_decay": 0.1}
     assert cfg.lr_schedule.to_dict() == {"type": "CosineWithWarmUpLR", "learning_rate": 2e-3, "warmup_steps": 5}
+    write(tmp_path / "model.yaml", """
+        base_config: base.yaml
+        model: {model_config: {type: LlamaConfig, seq_length: 64, hidden_size: 32}}
+        """)
+    sub = write(tmp_path / "sub.yaml", """
+        base_config: model.yaml
+        model: {model_config: {type: Qwen3Config, head_dim: 16}}
+        """)
+    assert load_config(sub).model.model_config.to_dict() == {"type": "Qwen3Config", "seq_length": 64,
+                                                             "hidden_size": 32, "head_dim": 16}

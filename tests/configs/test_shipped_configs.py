@@ -8,6 +8,7 @@ from mindformers.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
+RESEARCH = sorted(glob.glob(os.path.join(ROOT, "research", "*", "*.yaml")))
 
 
 def test_configs_exist():
@@ -18,4 +19,12 @@ def test_configs_exist():
 def test_config_validates(path):
     cfg = load_config(path)
     assert cfg.run_mode in ("train", "finetune", "eval", "predict")
+    assert cfg.model.model_config.type and cfg.model.arch.type
+
+
+@pytest.mark.parametrize("path", RESEARCH, ids=lambda p: os.path.relpath(p, ROOT))
+def test_research_config_validates_with_its_register_path(path):
+    from mindformers.tools.register import register_path
+    register_path(os.path.dirname(path))
+    cfg = load_config(path)
     assert cfg.model.model_config.type and cfg.model.arch.type

@@ -6,7 +6,7 @@ and `to_hf(config) -> config.json dict`. Llama-like families reuse `llama_from_h
 their own keys (see Qwen3 and the MoE families below).
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from ..llama import LlamaConfig, LlamaForCausalLM
 
@@ -20,15 +20,24 @@ class HFFamily:
     model_class: type
     from_hf: Callable[[dict], dict]
     to_hf: Callable[[object], dict]
+    # name -> array maps between the HF checkpoint's tensors and our parameters (None: same names and layout)
+    weights_from_hf: Optional[Callable[[Dict, object], Dict]] = None
+    weights_to_hf: Optional[Callable[[Dict, object], Dict]] = None
 
 
 HF_FAMILIES: Dict[str, HFFamily] = {}
 
 
 def register_hf_family(model_type: str, architectures: Tuple[str, ...], config_class: type, model_class: type,
-                       from_hf: Callable[[dict], dict], to_hf: Callable[[object], dict]):
-    """Make `model_type` directories loadable/savable as `model_class`."""
-    HF_FAMILIES[model_type] = HFFamily(model_type, tuple(architectures), config_class, model_class, from_hf, to_hf)
+                       from_hf: Callable[[dict], dict], to_hf: Callable[[object], dict],
+                       weights_from_hf: Optional[Callable[[Dict, object], Dict]] = None,
+                       weights_to_hf: Optional[Callable[[Dict, object], Dict]] = None):
+    """Make `model_type` directories loadable/savable as `model_class`.
+
+    `weights_from_hf(tensors, config)` / `weights_to_hf(tensors, config)` convert checkpoints whose tensor names
+    or packing differ from our parameters (e.g. a fused qkv projection), both ways."""
+    HF_FAMILIES[model_type] = HFFamily(model_type, tuple(architectures), config_class, model_class, from_hf, to_hf,
+                                       weights_from_hf, weights_to_hf)
 
 
 def family_of(hf_config: dict, where: str) -> HFFamily:

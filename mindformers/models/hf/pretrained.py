@@ -83,7 +83,11 @@ def load_state_dict(network, weights: Dict[str, np.ndarray], source: str):
 
 def load_hf_weights(network, model_dir: str, allow_pickle: bool = False):
     """Load the safetensors weights of `model_dir` (single file or sharded) into `network`."""
-    load_state_dict(network, read_weights_dir(model_dir, allow_pickle), f"pretrained_model_dir {model_dir}")
+    weights = read_weights_dir(model_dir, allow_pickle)
+    family = family_of_config(network.config)
+    if family.weights_from_hf is not None:
+        weights = family.weights_from_hf(weights, network.config)
+    load_state_dict(network, weights, f"pretrained_model_dir {model_dir}")
 
 
 def from_pretrained(model_dir: str, arch: Optional[str] = None, allow_pickle: bool = False, **overrides):
@@ -137,6 +141,9 @@ def save_pretrained(network, save_dir: str, dtype: str = "float32", max_shard_si
     with open(os.path.join(save_dir, CONFIG_FILE), "w", encoding="utf-8") as f:
         json.dump(hf, f, indent=2, sort_keys=True)
     weights = {p.name: p.asnumpy().astype(np.float32, copy=False) for p in network.get_parameters()}
+    family = family_of_config(network.config)
+    if family.weights_to_hf is not None:
+        weights = family.weights_to_hf(weights, network.config)
     files = save_weights_dir(save_dir, weights, dtype, max_shard_size)
     logger.info("saved %s (%s) to %s", hf["architectures"][0], ", ".join(files), save_dir)
     return save_dir

@@ -77,7 +77,8 @@ class MindFormerRegister:
             hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
             raise KeyError(
                 f"unknown {module_type.name} type '{name}': {hint}"
-                f"registered: {', '.join(sorted(table)) or '(none)'}")
+                f"registered: {', '.join(sorted(table)) or '(none)'} (a class of your own, e.g. under research/? "
+                f"load it with --register_path DIR)")
         return table[name]
 
     @classmethod
