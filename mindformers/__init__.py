@@ -8,4 +8,5 @@ from .tools.register import MindFormerModuleType, MindFormerRegister, build_from
 from .trainer import CausalLanguageModelingTrainer, Trainer, TrainingArguments
 
 __all__ = ["MindFormerConfig", "load_config", "MindFormerModuleType", "MindFormerRegister", "build_from_config",
-           "Trainer", "TrainingArguments", "CausalLanguageModelingTrainer", "GenerationConfig", "generate", "pipeline", "__version__"]
+           "Trainer", "TrainingArguments", "CausalLanguageModelingTrainer", "GenerationConfig", "generate",
+           "pipeline", "__version__"]

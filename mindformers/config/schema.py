@@ -146,7 +146,8 @@ def _check_typed(value, schema: Typed, path, cfg, errors):
     if type_name is None:
         if not schema.optional_type and any(k not in schema.nested for k in value):
             errors.append(f"{cfg.where(*path)}: '{_dotted(path)}' needs a 'type' key naming a registered "
-                          f"{schema.module_type.name} (one of: {', '.join(MindFormerRegister.names(schema.module_type))})")
+                          f"{schema.module_type.name} (one of: "
+                          f"{', '.join(MindFormerRegister.names(schema.module_type))})")
         for key, sub in value.items():
             if key in schema.nested:
                 _check(sub, schema.nested[key], path + (key,), cfg, errors)

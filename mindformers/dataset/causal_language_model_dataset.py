@@ -66,7 +66,8 @@ class CausalLanguageModelDataset:
     """Causal language model pretraining dataset (upstream name); constructing it returns a mindspore Dataset.
 
     `dataset_config` holds the upstream keys: `data_loader` ({type, dataset_dir, shuffle, ...}, built through
-    the registry with `tokenizer`, `seq_length` and `seed`; or a ready loader object), `input_columns` (default ["input_ids"]),
+    the registry with `tokenizer`, `seq_length` and `seed`; or a ready loader object), `input_columns`
+    (default ["input_ids"]),
     `batch_size`, `drop_remainder`, `repeat`, `num_parallel_workers`, `python_multiprocessing`, `seed`.
     Rank `rank_id` of `device_num` reads a disjoint shard. Shuffling is a numpy permutation seeded by
     (seed, epoch), so two builds give the same order. `skip_samples` is how many samples this rank already

@@ -65,7 +65,8 @@ def test_weights_and_train_state_round_trip(tmp_path):
 
 def test_mismatched_weights_are_listed(tmp_path):
     path = save_checkpoint(str(tmp_path), "m", 1, Net(3))
-    with pytest.raises(ValueError, match=r"shape mismatch: dense.bias: checkpoint \(3,\) vs model \(4,\); dense.weight: checkpoint \(3, 2\) vs model \(4, 2\)"):
+    with pytest.raises(ValueError, match=r"shape mismatch: dense.bias: checkpoint \(3,\) vs model \(4,\); "
+                                         r"dense.weight: checkpoint \(3, 2\) vs model \(4, 2\)"):
         load_weights(Net(4), path)
 
     class Extra(Net):

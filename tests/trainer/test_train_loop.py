@@ -73,7 +73,8 @@ def test_non_finite_step_stops_with_a_checkpoint_when_asked(tmp_path):
 def test_two_runs_with_the_same_seed_are_bit_identical(tmp_path):
     losses = []
     for name in ("a", "b"):
-        out = subprocess.run([sys.executable, "run_mindformer.py", "--config", TINY, "--output_dir", str(tmp_path / name),
+        out = subprocess.run([sys.executable, "run_mindformer.py", "--config", TINY,
+                              "--output_dir", str(tmp_path / name),
                               *SMALL, "--runner_config.stop_step", "5", "--options", "train_precision_sync=True"],
                              cwd=ROOT, capture_output=True, text=True, timeout=600, env=dict(os.environ, GLOG_v="3"))
         assert out.returncode == 0, out.stderr[-3000:]

@@ -65,7 +65,8 @@ def write_safetensors(path: str, tensors: Dict[str, np.ndarray], dtype: str = "f
             blob = fp32_to_bf16_bits(np.asarray(array, np.float32)).astype("<u2").tobytes()
         else:
             blob = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
-        header[name] = {"dtype": _CODE_OF[dtype], "shape": list(array.shape), "data_offsets": [offset, offset + len(blob)]}
+        header[name] = {"dtype": _CODE_OF[dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
         blobs.append(blob)
         offset += len(blob)
     header["__metadata__"] = {"format": "pt", **(metadata or {})}
