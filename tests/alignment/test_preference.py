@@ -114,6 +114,23 @@ def test_reward_model_learns_to_rank(data):
     assert after >= 0.75 and after > before + 0.2, (before, after)
 
 
+@pytest.mark.parametrize("pref", [{"loss_type": "ipo", "beta": 0.5}, {"loss_type": "simpo", "beta": 2.0,
+                                                                        "gamma": 0.5}])
+def test_ipo_and_simpo_train_from_the_config(tmp_path, pref):
+    ms.set_seed(0)
+    save_checkpoint(str(tmp_path / "base"), "base", 1, LlamaForCausalLM(LlamaConfig(**SIZES)))
+    config = load_config(os.path.join(ROOT, "configs/llama/dpo_llama_tiny.yaml"),
+                         {"output_dir": str(tmp_path / "o"), "load_checkpoint": str(tmp_path / "base"),
+                          "runner_config.stop_step": 8, "lr_schedule.warmup_steps": 1, "preference": pref,
+                          "lr_schedule.learning_rate": 1e-3,
+                          **{f"model.model_config.{k}": v for k, v in SIZES.items()}})
+    history = CausalLanguageModelingTrainer().train(config, is_finetune=True)
+    losses = [r["loss"] for r in history]
+    if pref["loss_type"] == "ipo":  # zero margin at the start: (0 - 1/(2 beta))^2
+        assert math.isclose(losses[0], 1.0, rel_tol=1e-4)
+    assert len(losses) == 8 and all(np.isfinite(losses)) and min(losses) < losses[0]  # the policy moved
+
+
 def test_dpo_config_runs_end_to_end(tmp_path):
     ms.set_seed(0)
     save_checkpoint(str(tmp_path / "base"), "base", 1, LlamaForCausalLM(LlamaConfig(**SIZES)))
