@@ -108,15 +108,12 @@ def main(argv=None, stdin=None, stdout=None) -> int:
     args = parser.parse_args(argv)
 
     from .config import load_config
-    from .config.loader import parse_value
     from .core.context import build_context
+    from .tools.cli import parse_options
     from .trainer.causal_lm import build_model, build_tokenizer, predict_generation_config
 
     try:
-        bad = [item for item in args.options if "=" not in item]
-        if bad:
-            raise ValueError(f"--options {bad[0]!r} must look like key.path=value")
-        config = load_config(args.config, {k: parse_value(v) for k, v in (o.split("=", 1) for o in args.options)})
+        config = load_config(args.config, parse_options(args.options))
         build_context(config)
         tokenizer = build_tokenizer(config)
         if tokenizer is None:

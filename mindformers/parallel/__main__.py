@@ -17,16 +17,12 @@ def main(argv=None) -> int:
     parser.add_argument("--options", nargs="*", default=[], help="key.path=value overrides, as run_mindformer")
     args = parser.parse_args(argv)
     from ..config import load_config
-    from ..tools.cli import parse_value
+    from ..tools.cli import parse_options
     from .apply import plan_from_config
     import mindformers.models  # noqa: F401  (registers the families)
 
     try:
-        bad = [item for item in args.options if "=" not in item]
-        if bad:
-            raise ValueError(f"--options {bad[0]!r} must look like key.path=value")
-        overrides = {k.strip(): parse_value(v) for k, v in (item.split("=", 1) for item in args.options)}
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, parse_options(args.options))
         plan = plan_from_config(config, args.device_num)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -100,14 +100,11 @@ class LoRALinear(Linear):
         self.lora_matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x):
-        lead = x.shape[:-1]
-        x = ops.cast(x, self.compute_dtype).reshape(-1, self.in_features)
-        y = self.matmul(x, ops.cast(self.weight, self.compute_dtype))
-        if self.bias is not None:
-            y = y + ops.cast(self.bias, self.compute_dtype)
-        low = self.lora_matmul(self.dropout(x), ops.cast(self.lora_a, self.compute_dtype))
-        y = y + self.lora_matmul(low, ops.cast(self.lora_b, self.compute_dtype)) * self.scale
-        return y.reshape(lead + (self.out_features,))
+        y = super().construct(x)  # the frozen base projection
+        flat = ops.cast(x, self.compute_dtype).reshape(-1, self.in_features)
+        low = self.lora_matmul(self.dropout(flat), ops.cast(self.lora_a, self.compute_dtype))
+        update = self.lora_matmul(low, ops.cast(self.lora_b, self.compute_dtype)) * self.scale
+        return y + update.reshape(y.shape)
 
     def merged_weight(self) -> np.ndarray:
         """W + scale * B A as float32."""
