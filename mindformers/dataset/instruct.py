@@ -30,12 +30,33 @@ from ..tools.register import MindFormerModuleType, MindFormerRegister, build_fro
 logger = logging.getLogger("mindformers")
 IGNORE = -100
 
+# Named prompt layouts (upstream / MindSpeed-LLM names). `user` gets {query} (instruction and input joined by a
+# newline; alpaca keeps its own sections) and, for llama2, the system block; the response is followed by `end`.
 TEMPLATES = {
-    # our own wording of the common instruction/input/response layout
-    "alpaca": ("### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n",
-               "### Instruction:\n{instruction}\n\n### Response:\n"),
-    "plain": ("{instruction}\n{input}\n", "{instruction}\n"),
+    "alpaca": {"system": "{system}\n\n", "user": "### Instruction:\n{instruction}\n\n{input_block}### Response:\n",
+               "end": "\n\n"},
+    "plain": {"system": "{system}\n\n", "user": "{query}\n", "end": "\n"},
+    "empty": {"system": "{system}", "user": "{query}", "end": ""},
+    "default": {"system": "{system}\n\n", "user": "Human: {query}\nAssistant: ", "end": "\n"},
+    "chatml": {"system": "<|im_start|>system\n{system}<|im_end|>\n",
+               "user": "<|im_start|>user\n{query}<|im_end|>\n<|im_start|>assistant\n", "end": "<|im_end|>\n"},
+    "qwen": {"system": "<|im_start|>system\n{system}<|im_end|>\n",
+             "user": "<|im_start|>user\n{query}<|im_end|>\n<|im_start|>assistant\n", "end": "<|im_end|>\n",
+             "default_system": "You are a helpful assistant."},
+    "llama2": {"system": "", "system_in_user": "<<SYS>>\n{system}\n<</SYS>>\n\n",
+               "user": "[INST] {system_block}{query} [/INST] ", "end": " "},
+    "llama3": {"system": "<|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>",
+               "user": "<|start_header_id|>user<|end_header_id|>\n\n{query}<|eot_id|>"
+                       "<|start_header_id|>assistant<|end_header_id|>\n\n", "end": "<|eot_id|>"},
 }
+
+
+def render_turn(template: dict, instruction: str, input_text: str = "", system_block: str = "") -> str:
+    """The user part of one turn in `template`."""
+    query = instruction + (f"\n{input_text}" if input_text else "")
+    input_block = f"### Input:\n{input_text}\n\n" if input_text else ""
+    return template["user"].format(query=query, instruction=instruction, input_block=input_block,
+                                   system_block=system_block)
 
 
 def read_rows(path: str, kind: Optional[str] = None) -> List[dict]:
@@ -95,13 +116,23 @@ class AlpacaInstructDataHandler:
     def encode(self, row: dict, where: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
         missing = [k for k in ("instruction", "output") if k not in row]
         if missing:
-            raise ValueError(f"{where}: missing {missing}; alpaca rows need instruction, output (input optional)")
-        with_input, without = self.template
-        text_in = str(row.get("input") or "").strip()
-        prompt = (with_input if text_in else without).format(instruction=str(row["instruction"]).strip(),
-                                                              input=text_in)
+            raise ValueError(f"{where}: missing {missing}; alpaca rows need instruction, output (input, system and "
+                             f"history optional)")
+        t = self.template
+        system = str(row.get("system") or t.get("default_system") or "").strip()
+        history = row.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(h, (list, tuple)) and len(h) == 2 for h in history):
+            raise ValueError(f"{where}: history must be a list of [instruction, response] pairs")
+        system_text = t["system"].format(system=system) if system and t["system"] else ""
+        block = t["system_in_user"].format(system=system) if system and "system_in_user" in t else ""
+        prompt = system_text
+        for q, a in history:  # earlier turns are context: masked like the prompt
+            prompt += render_turn(t, str(q).strip(), system_block=block) + str(a).strip() + t["end"]
+            block = ""
+        prompt += render_turn(t, str(row["instruction"]).strip(), str(row.get("input") or "").strip(), block)
         prompt_ids = self.tokenizer.encode(prompt)
-        response_ids = self.tokenizer.encode(str(row["output"]), add_special_tokens=False)
+        response_ids = self.tokenizer.encode(str(row["output"]).strip() + t["end"].rstrip(" \n"),
+                                             add_special_tokens=False)
         response_ids = response_ids + [self.tokenizer.eos_token_id]
         length = self.seq_length + 1
         if len(prompt_ids) + len(response_ids) > length:

@@ -137,3 +137,34 @@ def test_lora_sft_on_sharegpt(tmp_path):
     history = CausalLanguageModelingTrainer().train(config, is_finetune=True)
     first, last = np.mean([r["loss"] for r in history[:3]]), np.mean([r["loss"] for r in history[-3:]])
     assert last < first - 0.5 and (tmp_path / "ft" / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("chatml", "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+               "Hello<|im_end|>\n<|im_start|>user\nRepeat.\na b<|im_end|>\n<|im_start|>assistant\n"),
+    ("llama2", "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello [INST] Repeat.\na b [/INST] "),
+    ("llama3", "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user"
+               "<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello<|eot_id|>"
+               "<|start_header_id|>user<|end_header_id|>\n\nRepeat.\na b<|eot_id|><|start_header_id|>assistant"
+               "<|end_header_id|>\n\n"),
+    ("default", "Be brief.\n\nHuman: Hi\nAssistant: Hello\nHuman: Repeat.\na b\nAssistant: "),
+])
+def test_named_templates_with_system_and_history(tok, name, expected):
+    row = {"instruction": "Repeat.", "input": "a b", "output": "a b", "system": "Be brief.",
+           "history": [["Hi", "Hello"]]}
+    ids, labels = AlpacaInstructDataHandler(tok, seq_length=255, prompt_template=name).encode(row, "x")
+    prompt_len = int(np.argmax(labels != -100))
+    assert ids[:prompt_len].tolist() == tok.encode(expected)  # history and system are masked context
+    learned = tok.decode([int(v) for v in labels if v != -100], skip_special_tokens=False)
+    assert learned.strip().startswith("a b") and learned.endswith("</s>")
+
+
+def test_qwen_template_brings_its_default_system_and_bad_history_is_an_error(tok):
+    ids, labels = AlpacaInstructDataHandler(tok, seq_length=127, prompt_template="qwen").encode(
+        {"instruction": "Hi", "output": "Hello"}, "x")
+    assert tok.decode(ids.tolist(), skip_special_tokens=True).startswith(
+        "<|im_start|>system\nYou are a helpful assistant.")
+    with pytest.raises(ValueError, match="history must be a list of \\[instruction, response\\] pairs"):
+        AlpacaInstructDataHandler(tok, seq_length=127).encode({"instruction": "a", "output": "b", "history": "x"}, "x")
+    with pytest.raises(ValueError, match="prompt_template 'vicuna' is not one of alpaca, plain, empty, default"):
+        AlpacaInstructDataHandler(tok, seq_length=127, prompt_template="vicuna")
