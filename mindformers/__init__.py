@@ -4,9 +4,10 @@ __version__ = "0.1.0"
 from . import core, dataset, evaluation, models, modules, tokenization, wrapper  # noqa: F401  (registers)
 from .generation import GenerationConfig, generate, pipeline
 from .config import MindFormerConfig, load_config
+from .tokenization import AutoTokenizer
 from .tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
 from .trainer import CausalLanguageModelingTrainer, Trainer, TrainingArguments
 
 __all__ = ["MindFormerConfig", "load_config", "MindFormerModuleType", "MindFormerRegister", "build_from_config",
            "Trainer", "TrainingArguments", "CausalLanguageModelingTrainer", "GenerationConfig", "generate",
-           "pipeline", "__version__"]
+           "pipeline", "AutoTokenizer", "__version__"]

@@ -168,17 +168,23 @@ class PreTrainedTokenizerBase(abc.ABC):
                 run.append(i)
                 continue
             if run:
-                out.append(self._decode_plain(run))
+                out.append(self._decode_run(run, at_start=not out))
                 run = []
             if not skip_special_tokens:
                 out.append(self._id_to_token(i))
         if run:
-            out.append(self._decode_plain(run))
+            out.append(self._decode_run(run, at_start=not out))
         text = "".join(out)
         if self.clean_up_tokenization_spaces:
             for before, after in _CLEANUP:
                 text = text.replace(before, after)
         return text
+
+    def _decode_run(self, ids: List[int], at_start: bool) -> str:
+        """Text of a run of ordinary ids; `at_start` says whether any text precedes it in the output (backends
+        that strip a leading space only at the very start of a text override this)."""
+        del at_start
+        return self._decode_plain(ids)
 
     def batch_decode(self, sequences: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> List[str]:
         """`decode` of each sequence."""

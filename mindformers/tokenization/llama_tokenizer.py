@@ -15,6 +15,7 @@ class LlamaTokenizer(PreTrainedTokenizerBase):
 
     The model has no pad piece, so `pad_token` defaults to `<unk>` (id 0). `legacy=True` (the only mode
     supported) encodes text after a special token with sentencepiece's usual leading-space prefix.
+    `model_bytes` (a serialized ModelProto) is used instead of reading `vocab_file`, which then only names it.
     """
 
     def __init__(self, vocab_file: str, unk_token: Optional[str] = "<unk>", bos_token: Optional[str] = "<s>",
@@ -22,14 +23,17 @@ class LlamaTokenizer(PreTrainedTokenizerBase):
                  sp_model_kwargs: Optional[Dict[str, Any]] = None, add_bos_token: bool = True,
                  add_eos_token: bool = False, padding_side: str = "left", truncation_side: str = "right",
                  legacy: bool = True, model_max_length: Optional[int] = None,
-                 clean_up_tokenization_spaces: bool = False):
+                 clean_up_tokenization_spaces: bool = False, model_bytes: Optional[bytes] = None):
         if not legacy:
             raise ValueError("LlamaTokenizer supports only legacy: True (sentencepiece's own handling of the "
                              "space after a special token)")
-        self.vocab_file = resolve_repo_path(vocab_file, "LlamaTokenizer vocab_file")
+        self.vocab_file = vocab_file if model_bytes is not None else \
+            resolve_repo_path(vocab_file, "LlamaTokenizer vocab_file")
         try:
-            with open(self.vocab_file, "rb") as f:
-                self._model_bytes = f.read()
+            if model_bytes is None:
+                with open(self.vocab_file, "rb") as f:
+                    model_bytes = f.read()
+            self._model_bytes = model_bytes
             self.sp_model = spm.SentencePieceProcessor(**(sp_model_kwargs or {}))
             self.sp_model.LoadFromSerializedProto(self._model_bytes)
         except (OSError, RuntimeError) as err:
@@ -56,6 +60,12 @@ class LlamaTokenizer(PreTrainedTokenizerBase):
 
     def _decode_plain(self, ids: List[int]) -> str:
         return self.sp_model.decode(ids)
+
+    def _decode_run(self, ids: List[int], at_start: bool) -> str:
+        # sentencepiece drops the "▁" of a run's first piece; that space is real unless the text starts here
+        # (as HF decodes: "</s> and" -> " and" after earlier text, "<s> word" when specials are kept).
+        text = self.sp_model.decode(ids)
+        return text if at_start or not self.sp_model.id_to_piece(ids[0]).startswith("\u2581") else " " + text
 
     def _token_to_id(self, token: str) -> Optional[int]:
         # piece_to_id answers unk_id for a piece it does not know; tell that apart from '<unk>' itself.

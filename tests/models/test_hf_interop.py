@@ -56,7 +56,7 @@ def test_yaml_keys_override_config_json():
 
 def test_unsupported_model_type(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(ValueError, match="model_type 'gpt2' is not supported; supported: llama"):
+    with pytest.raises(ValueError, match="model_type 'gpt2' is not supported; supported: .*llama"):
         config_from_hf(str(tmp_path))
 
 
@@ -160,6 +160,10 @@ def test_tokenizer_from_directory(tmp_path):
     tok = tokenizer_from_hf(LLAMA2)
     assert tok.vocab_size == 2048 and tok.bos_token_id == 1
     assert tok.decode(tok.encode("Return the value")) == "Return the value"
+    # a tokenizer.json-only directory loads through the HF `tokenizers` backend (predict: test_auto_tokenizer.py)
+    shutil.copy(os.path.join(FIXTURES, "hf_tiny_bpe_tokenizer", "tokenizer.json"), tmp_path)
+    fast = tokenizer_from_hf(str(tmp_path))
+    assert type(fast).__name__ == "PreTrainedTokenizerFast" and fast.decode(fast.encode("Return the")) == "Return the"
     (tmp_path / "tokenizer.json").write_text("{}")
-    with pytest.raises(ValueError, match="only tokenizer.json: the HF `tokenizers` backend comes with issue 4"):
+    with pytest.raises(ValueError, match="tokenizer.json is not a readable tokenizers tokenizer.json"):
         tokenizer_from_hf(str(tmp_path))
