@@ -130,7 +130,8 @@ def hf_config_dict(config) -> dict:
     """The HF config.json dict for our config."""
     family = family_of_config(config)
     hf = {"architectures": list(family.architectures), "model_type": family.model_type, **family.to_hf(config)}
-    return {k: v for k, v in hf.items() if v is not None or k in ("rope_scaling", "pad_token_id")}
+    # null is meaningful for these keys (DeepSeek's q_lora_rank: null = no low-rank query projection)
+    return {k: v for k, v in hf.items() if v is not None or k in ("rope_scaling", "pad_token_id", "q_lora_rank")}
 
 
 def save_pretrained(network, save_dir: str, dtype: str = "float32", max_shard_size: int = 5 * 2**30) -> str:

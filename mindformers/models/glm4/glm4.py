@@ -1,0 +1,207 @@
+"""GLM-4 (Zhipu AI / THUDM 2025, e.g. GLM-4-9B-0414): the Llama decoder with three changes.
+
+- Sandwich norms: each block normalizes its sublayer's output too (post_self_attn_layernorm after attention,
+  post_mlp_layernorm after the MLP) before the residual add.
+- Partial, interleaved RoPE: only the first `partial_rotary_factor` of each head's dims rotate, in adjacent
+  pairs (0, 1), (2, 3), ... (GPT-J style), not the half-split pairs of Llama.
+- One fused `mlp.gate_up_proj` (gate rows first, then up) instead of gate_proj and up_proj.
+
+q/k/v have biases (`attention_bias`), o_proj has none, and head_dim is explicit (128 at 9B). Parameter names
+and layouts are Hugging Face's Glm4ForCausalLM ones, so its safetensors load as they are.
+"""
+import numbers
+from typing import Optional
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from mindformers.modules import CausalSelfAttention, Linear, RMSNorm, rope_tables
+from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+
+from ..base import DTYPES
+from ..hf.families import llama_from_hf, llama_to_hf, register_hf_family
+from ..llama import LlamaConfig, LlamaForCausalLM
+from ..llama.llama import LlamaModel
+from ..llama.llama_config import _positive_int
+
+
+@MindFormerRegister.register(MindFormerModuleType.CONFIG)
+class Glm4Config(LlamaConfig):
+    """LlamaConfig plus `head_dim` and `partial_rotary_factor`, with GLM-4-9B-0414's defaults."""
+
+    head_dim = None  # a plain attribute here, shadowing LlamaConfig's derived property
+
+    def __init__(self, head_dim: Optional[int] = None, partial_rotary_factor: float = 0.5,
+                 qkv_has_bias: bool = True, vocab_size: int = 151552, bos_token_id: Optional[int] = None,
+                 eos_token_id: int = 151329, pad_token_id: int = 151329, **kwargs):
+        super().__init__(qkv_has_bias=qkv_has_bias, vocab_size=vocab_size, bos_token_id=bos_token_id,
+                         eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+        if head_dim is not None:
+            _positive_int("head_dim", head_dim)
+            if head_dim % 2:
+                raise ValueError(f"model_config.head_dim must be even for rotary embeddings, got {head_dim}")
+        self.head_dim = head_dim or self.hidden_size // self.num_heads
+        if isinstance(partial_rotary_factor, bool) or not isinstance(partial_rotary_factor, numbers.Real) \
+                or not 0 < partial_rotary_factor <= 1:
+            raise ValueError(f"model_config.partial_rotary_factor must be in (0, 1], got {partial_rotary_factor!r}")
+        # Hugging Face truncates head_dim * factor; the rotated dims pair up, so their count must be even.
+        rotary_dim = int(self.head_dim * partial_rotary_factor)
+        if rotary_dim % 2 or not rotary_dim:
+            raise ValueError(f"model_config.partial_rotary_factor={partial_rotary_factor} rotates {rotary_dim} of "
+                             f"head_dim {self.head_dim} dims; that must be a positive even number")
+        self.partial_rotary_factor = partial_rotary_factor
+        rope_tables(self.rotary_dim, 1, self.theta, self.extend_method, self.scaling_factor)
+
+    @property
+    def rotary_dim(self) -> int:
+        """How many leading dims of each head RoPE rotates."""
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    def num_params(self, exclude_embeddings: bool = False) -> int:
+        """LlamaConfig's count (the fused gate_up has gate + up's size) plus the two extra norms per layer."""
+        return super().num_params(exclude_embeddings) + self.num_layers * 2 * self.hidden_size
+
+
+def interleaved_rope_order(head_dim: int, rotary_dim: int) -> np.ndarray:
+    """Head-dim order that turns GLM's rotary pairs (2j, 2j+1), j < rotary_dim/2, into the half-split pairs
+    (j, j + head_dim/2) that `apply_rotary` rotates; the dims that do not rotate fill the remaining slots."""
+    pairs, half = rotary_dim // 2, head_dim // 2
+    rest = np.arange(rotary_dim, head_dim)
+    split = half - pairs
+    return np.concatenate([np.arange(0, rotary_dim, 2), rest[:split], np.arange(1, rotary_dim, 2), rest[split:]])
+
+
+def partial_rope_tables(head_dim: int, rotary_dim: int, max_position: int, theta: float, extend_method="None",
+                        scaling_factor=1.0):
+    """cos, sin (max_position, head_dim) for heads in `interleaved_rope_order`: the rotary_dim/2 frequencies
+    of a rotary_dim-wide RoPE on the first slots of each half, cos 1 and sin 0 (no rotation) elsewhere."""
+    cos, sin = rope_tables(rotary_dim, max_position, theta, extend_method, scaling_factor)
+    pairs, half = rotary_dim // 2, head_dim // 2
+    ones, zeros = np.ones((max_position, half - pairs)), np.zeros((max_position, half - pairs))
+    cos_half = np.concatenate([cos[:, :pairs], ones], -1)
+    sin_half = np.concatenate([sin[:, :pairs], zeros], -1)
+    return np.concatenate([cos_half, cos_half], -1), np.concatenate([sin_half, sin_half], -1)
+
+
+class ReorderHeadDims(nn.Cell):
+    """Permutes the last axis (head dims) of q or k into `interleaved_rope_order`.
+
+    CausalSelfAttention applies its q_norm/k_norm cells to each head right before RoPE; GLM-4 plugs this in
+    there so the shared half-split RoPE does GLM's interleaved partial rotation. q and k get the same order,
+    so q.k (and the attention output, which v alone carries) is unchanged.
+    """
+
+    def __init__(self, head_dim: int, rotary_dim: int):
+        super().__init__()
+        self.order = Tensor(interleaved_rope_order(head_dim, rotary_dim), ms.int32)
+
+    def construct(self, x):
+        return ops.gather(x, self.order, x.ndim - 1)
+
+
+class PartialRotaryEmbedding(nn.Cell):
+    """RotaryEmbedding's interface (cos, sin attributes; `construct(T)`) over `partial_rope_tables`."""
+
+    def __init__(self, config: Glm4Config):
+        super().__init__()
+        cos, sin = partial_rope_tables(config.head_dim, config.rotary_dim, config.max_position_embedding,
+                                       config.theta, config.extend_method, config.scaling_factor)
+        dtype = DTYPES[config.rotary_dtype]
+        self.cos = Tensor(cos.astype(np.float32), dtype)
+        self.sin = Tensor(sin.astype(np.float32), dtype)
+
+    def construct(self, seq_len: int):
+        return self.cos[:seq_len], self.sin[:seq_len]
+
+
+class Glm4MLP(nn.Cell):
+    """down(silu(gate) * up) with gate and up from one fused projection (gate rows first, as HF chunks it)."""
+
+    def __init__(self, gate_up_proj: nn.Cell, down_proj: nn.Cell, ffn_hidden_size: int):
+        super().__init__()
+        self.gate_up_proj = gate_up_proj
+        self.down_proj = down_proj
+        self.ffn_hidden_size = ffn_hidden_size
+
+    def construct(self, x):
+        gate_up = self.gate_up_proj(x)  # (B, T, 2F)
+        f = self.ffn_hidden_size
+        return self.down_proj(ops.silu(gate_up[..., :f]) * gate_up[..., f:])
+
+
+class Glm4DecoderLayer(nn.Cell):
+    """x + norm(attn(norm(x))), then x + norm(mlp(norm(x)))."""
+
+    def __init__(self, config: Glm4Config):
+        super().__init__()
+        c, hs, f = config.hidden_size, config.head_dim, config.ffn_hidden_size
+        param, norm_dtype = DTYPES[config.param_init_type], DTYPES[config.layernorm_compute_type]
+
+        def linear(n_in, n_out, bias=False):
+            return Linear(n_in, n_out, bias, config.initializer_range, param, DTYPES[config.compute_dtype])
+
+        def norm():
+            return RMSNorm(c, config.rms_norm_eps, param, norm_dtype)
+        self.input_layernorm = norm()
+        self.self_attn = CausalSelfAttention(
+            config.num_heads, config.n_kv_heads, hs,
+            q_proj=linear(c, config.num_heads * hs, config.qkv_has_bias),
+            k_proj=linear(c, config.n_kv_heads * hs, config.qkv_has_bias),
+            v_proj=linear(c, config.n_kv_heads * hs, config.qkv_has_bias),
+            o_proj=linear(config.num_heads * hs, c),
+            softmax_dtype=DTYPES[config.softmax_compute_type],
+            use_flash_attention=config.use_flash_attention,
+            q_norm=ReorderHeadDims(hs, config.rotary_dim), k_norm=ReorderHeadDims(hs, config.rotary_dim))
+        self.post_self_attn_layernorm = norm()
+        self.post_attention_layernorm = norm()
+        self.mlp = Glm4MLP(linear(c, 2 * f), linear(f, c), f)
+        self.post_mlp_layernorm = norm()
+
+    def construct(self, x, cos, sin, mask, kv_cache=None, slot=None):
+        h = self.input_layernorm(x)
+        if kv_cache is None:
+            y = self.self_attn(h, cos, sin, mask)
+        else:
+            y, kv_cache = self.self_attn(h, cos, sin, mask, kv_cache, slot)
+        x = x + self.post_self_attn_layernorm(y)
+        x = x + self.post_mlp_layernorm(self.mlp(self.post_attention_layernorm(x)))
+        return x if kv_cache is None else (x, kv_cache)
+
+
+class Glm4Model(LlamaModel):
+    """LlamaModel with GLM-4 blocks and the partial interleaved RoPE tables."""
+
+    layer_class = Glm4DecoderLayer
+
+    def __init__(self, config: Glm4Config):
+        super().__init__(config)
+        self.rotary_emb = PartialRotaryEmbedding(config)
+
+
+@MindFormerRegister.register(MindFormerModuleType.MODELS)
+class Glm4ForCausalLM(LlamaForCausalLM):
+    """GLM-4 with a language-model head (same interface as LlamaForCausalLM)."""
+
+    config_class = Glm4Config
+    model_class = Glm4Model
+
+
+def glm4_from_hf(hf: dict) -> dict:
+    """Glm4Config kwargs from a glm4 config.json (transformers 4.x top-level keys or 5.x rope_parameters)."""
+    rope = dict(hf.get("rope_parameters") or {})
+    factor = rope.pop("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5))  # HF's default is 0.5
+    kwargs = llama_from_hf({**hf, "rope_parameters": rope or None})
+    return {**kwargs, "head_dim": hf.get("head_dim"), "partial_rotary_factor": factor,
+            "bos_token_id": hf.get("bos_token_id")}
+
+
+def glm4_to_hf(config: Glm4Config) -> dict:
+    """A glm4 config.json from our config."""
+    hf = llama_to_hf(config)
+    for key in ("mlp_bias", "pretraining_tp"):
+        hf.pop(key)
+    return {**hf, "partial_rotary_factor": config.partial_rotary_factor}
+
+
+register_hf_family("glm4", ("Glm4ForCausalLM",), Glm4Config, Glm4ForCausalLM, glm4_from_hf, glm4_to_hf)
