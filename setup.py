@@ -25,9 +25,11 @@ setup(
         "matplotlib>=3.7",      # the loss-curve PNG written at the end of a run
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "gguf>=0.10"],
+        # pyarrow 20+ needs numpy 2, which mindspore 2.10 cannot run with
+        "test": ["pytest>=7", "pytest-timeout>=2", "gguf>=0.10", "pyarrow>=14,<20"],
         # reference tools for fixture scripts and benchmarks, never runtime dependencies
-        "bench": ["torch==2.13.0", "transformers>=4.45"],
+        # (datasets for bench/preprocess.py; pyarrow 20+ and pandas 3 need numpy 2, which mindspore cannot run with)
+        "bench": ["torch==2.13.0", "transformers>=4.45", "datasets>=2.19", "pyarrow>=14,<20", "pandas<3"],
         # GGUF import (mindformers.models.hf.gguf)
         "gguf": ["gguf>=0.10"],
     },

@@ -2,6 +2,10 @@
 from .text_dataloader import TextDataLoader, cache_dir, split_documents
 from .causal_language_model_dataset import CausalLanguageModelDataset, EpochShardSampler
 from .instruct import AlpacaInstructDataHandler, CommonDataLoader
+from .indexed import IndexedDataLoader, IndexedDataset, IndexedDatasetWriter
+from .mindrecord import MindDataset
+from .blended import BlendedDataLoader
 
 __all__ = ["TextDataLoader", "CausalLanguageModelDataset", "EpochShardSampler", "cache_dir", "split_documents",
-           "CommonDataLoader", "AlpacaInstructDataHandler"]
+           "CommonDataLoader", "AlpacaInstructDataHandler", "IndexedDataLoader", "IndexedDataset",
+           "IndexedDatasetWriter", "MindDataset", "BlendedDataLoader"]

@@ -8,11 +8,36 @@ import mindspore.dataset as ds
 
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
 
-# Upstream dataset_config keys. numa_enable and prefetch_size only matter on Ascend; output_columns is
-# only used upstream with eod_reset, which this suite does not implement; python_multiprocessing is moot with
-# the single generator worker used here. These four are accepted and unused.
+from .indexed import reset_positions
+
+# Upstream dataset_config keys. numa_enable and prefetch_size only matter on Ascend; output_columns only
+# renames upstream's eod_reset columns, whose order here is fixed; python_multiprocessing is moot with the
+# single generator worker used here. These four are accepted and unused.
 _CONFIG_KEYS = ("data_loader", "input_columns", "output_columns", "batch_size", "drop_remainder", "repeat",
-                "num_parallel_workers", "python_multiprocessing", "numa_enable", "prefetch_size", "seed")
+                "num_parallel_workers", "python_multiprocessing", "numa_enable", "prefetch_size", "seed",
+                "eod_reset", "eod_token_id", "dynamic_batch", "divisor", "remainder")
+EOD_RESET_COLUMNS = ["input_ids", "labels", "position_ids"]
+
+
+class EodResetSource:
+    """A pretraining loader's samples as (input_ids, labels, position_ids) with positions restarting after each
+    EOD token, so the model attends only within each packed document (Megatron's reset_position_ids +
+    reset_attention_mask). The loss still covers every token."""
+
+    def __init__(self, loader, eod_token_id: int):
+        self.loader, self.eod_token_id = loader, int(eod_token_id)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getitem__(self, index: int):
+        ids = self.loader[index][0]
+        return ids, ids.copy(), reset_positions(ids, self.eod_token_id)
+
+    def __getattr__(self, name):  # epoch_order, dataset_dir, seq_length, num_tokens of the wrapped loader
+        if name == "loader":
+            raise AttributeError(name)
+        return getattr(self.loader, name)
 
 
 class EpochShardSampler(ds.Sampler):
@@ -61,6 +86,31 @@ class EpochShardSampler(ds.Sampler):
         return clone
 
 
+def _dynamic_padding(columns, cfg):
+    """per_batch_map for upstream's `dynamic_batch`: cut each batch of padded (input_ids, labels, ...) rows to
+    the longest real row, rounded up to a length L with L % divisor == remainder (default 64 and 1: 65, 129, ...
+    tokens), so short batches cost less and only a few distinct shapes (one graph each) occur."""
+    if "labels" not in columns:
+        raise ValueError("CausalLanguageModelDataset dynamic_batch: True needs a labels column (finetune data whose "
+                         "padding is labelled -100); pretraining samples have no padding to drop")
+    divisor, remainder = int(cfg.get("divisor") or 64), int(cfg.get("remainder") if cfg.get("remainder") is not None
+                                                             else 1)
+    if divisor < 1 or not 0 <= remainder < divisor:
+        raise ValueError(f"CausalLanguageModelDataset dynamic_batch needs divisor >= 1 and 0 <= remainder < divisor, "
+                         f"got {divisor} and {remainder}")
+    label_col = columns.index("labels")
+
+    def cut(*batch_columns):  # each column a list of rows, then MindSpore's BatchInfo
+        arrays = [np.stack(c) for c in batch_columns[:-1]]
+        labelled = arrays[label_col] != -100
+        real = int(labelled.shape[1] - np.argmax(labelled[:, ::-1], axis=1).min()) if labelled.any() else 1
+        full = arrays[0].shape[1]
+        length = min(full, -(-(real - remainder) // divisor) * divisor + remainder if real > remainder else remainder)
+        return tuple(a[:, :max(length, 2)] for a in arrays)
+
+    return cut
+
+
 @MindFormerRegister.register(MindFormerModuleType.DATASET)
 class CausalLanguageModelDataset:
     """Causal language model pretraining dataset (upstream name); constructing it returns a mindspore Dataset.
@@ -78,7 +128,8 @@ class CausalLanguageModelDataset:
     """
 
     def __new__(cls, dataset_config, tokenizer=None, seq_length: Optional[int] = None, rank_id: int = 0,
-                device_num: int = 1, seed: int = 0, skip_samples: int = 0) -> ds.Dataset:
+                device_num: int = 1, seed: int = 0, skip_samples: int = 0,
+                vocab_size: Optional[int] = None) -> ds.Dataset:
         cfg = dataset_config
         if not hasattr(cfg, "keys"):
             raise ValueError(f"CausalLanguageModelDataset dataset_config must be a mapping of the train_dataset "
@@ -103,6 +154,25 @@ class CausalLanguageModelDataset:
         if isinstance(loader, str) or hasattr(loader, "keys"):
             loader = build_from_config(loader, MindFormerModuleType.DATASET_LOADER,
                                        tokenizer=tokenizer, seq_length=seq_length, seed=seed)
+        if vocab_size and hasattr(loader, "max_token_id"):
+            # pre-tokenized data (indexed, MindRecord) may come from another tokenizer: out-of-range ids would
+            # not fail on every device, they would train on garbage
+            top = loader.max_token_id()
+            if top >= vocab_size:
+                raise ValueError(f"CausalLanguageModelDataset: {loader.dataset_dir} holds token id {top} but "
+                                 f"model_config.vocab_size is {vocab_size}; the data was tokenized with another "
+                                 f"vocabulary (re-run preprocess_data with the model's tokenizer)")
+        columns = list(cfg.get("input_columns") or ["input_ids"])
+        if cfg.get("eod_reset"):
+            eod = cfg.get("eod_token_id")
+            eod = eod if eod is not None else getattr(tokenizer, "eos_token_id", None)
+            if isinstance(eod, bool) or not isinstance(eod, int):
+                raise ValueError("CausalLanguageModelDataset eod_reset: True needs eod_token_id (an int) or a "
+                                 f"tokenizer with an eos_token, got {eod!r}")
+            if cfg.get("input_columns") and columns != EOD_RESET_COLUMNS:
+                raise ValueError(f"CausalLanguageModelDataset eod_reset: True gives the columns {EOD_RESET_COLUMNS}; "
+                                 f"input_columns is {columns}")
+            loader, columns = EodResetSource(loader, eod), EOD_RESET_COLUMNS
         sampler = EpochShardSampler(loader, rank_id, device_num, batch_size, drop_remainder, skip_samples)
         if sampler.epoch_length == 0:
             need = batch_size * device_num if drop_remainder else device_num
@@ -116,8 +186,12 @@ class CausalLanguageModelDataset:
         workers = max(1, min(int(cfg.get("num_parallel_workers", 8)), os.cpu_count() or 1))
         # One generator worker: a sample is a numpy slice, and more Python workers only add contention
         # (measured 29k samples/s with one worker, 9k with two, on 2 cores).
-        dataset = ds.GeneratorDataset(loader, column_names=list(cfg.get("input_columns") or ["input_ids"]),
+        dataset = ds.GeneratorDataset(loader, column_names=columns,
                                       sampler=sampler, num_parallel_workers=1)
-        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
+        if cfg.get("dynamic_batch"):
+            dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=1,
+                                    per_batch_map=_dynamic_padding(columns, cfg))
+        else:
+            dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
         repeat = int(cfg.get("repeat", 1))
         return dataset.repeat(repeat) if repeat > 1 else dataset

@@ -14,6 +14,9 @@
 `AlpacaInstructDataHandler` turns {instruction, input?, output} rows into (input_ids, labels) of seq_length + 1
 tokens: the prompt (template + instruction + input) is tokenized with the tokenizer's bos, the response
 follows with eos; labels are -100 on every prompt token and on padding, so only response tokens are learned.
+`packing: pad` on the loader packs several samples per sequence (in order, padding the rest) and adds a
+position_ids column that restarts at each sample, so attention and loss stay within a sample; use
+input_columns: ["input_ids", "labels", "position_ids"].
 Truncation (explicit, `truncation`): 'response' cuts the response's tail first and then the prompt's head
 (keeping at least one response token), 'drop' skips the sample; skips are counted and logged.
 """
@@ -258,13 +261,45 @@ class PairwiseDataHandler:
         return tuple(out)
 
 
+def pack_samples(samples: List[Tuple[np.ndarray, np.ndarray]], length: int, pad_id: int) -> List[tuple]:
+    """Greedy in-order packing of padded (input_ids, labels) samples into (input_ids, labels, position_ids) rows
+    of `length` tokens. A sample's real length ends at its last labelled token; position ids restart at 0 for
+    each sample (and for the trailing padding), which is what confines attention to a sample in the model.
+    Every sample starts with a prompt token (label -100), so no loss crosses a sample boundary."""
+    rows, ids, labels, positions = [], [], [], []
+
+    def flush():
+        used = len(ids)
+        row_ids = np.full(length, pad_id, np.int32)
+        row_labels = np.full(length, IGNORE, np.int32)
+        row_pos = np.zeros(length, np.int32)
+        row_ids[:used], row_labels[:used], row_pos[:used] = ids, labels, positions
+        row_pos[used:] = np.arange(length - used)
+        rows.append((row_ids, row_labels, row_pos))
+        ids.clear(), labels.clear(), positions.clear()
+
+    for sample_ids, sample_labels in samples:
+        labelled = np.flatnonzero(sample_labels != IGNORE)
+        n = int(labelled[-1]) + 1 if labelled.size else 0
+        if n == 0:
+            continue
+        if len(ids) + n > length:
+            flush()
+        ids.extend(sample_ids[:n].tolist())
+        labels.extend(sample_labels[:n].tolist())
+        positions.extend(range(n))
+    if ids:
+        flush()
+    return rows
+
+
 @MindFormerRegister.register(MindFormerModuleType.DATASET_LOADER)
 class CommonDataLoader:
     """Rows from a local json/jsonl/parquet file through a handler list; the EpochShardSampler interface."""
 
     def __init__(self, data_files: str, handler: List[dict], tokenizer=None, seq_length: Optional[int] = None,
                  path: str = "json", load_func: str = "load_dataset", shuffle: bool = False, seed: int = 0,
-                 split: str = "train"):
+                 split: str = "train", packing: Optional[str] = None):
         if load_func != "load_dataset":
             raise ValueError(f"CommonDataLoader.load_func '{load_func}' is not supported; use load_dataset")
         if path not in ("json", "parquet") and not os.path.isfile(resolve_repo_path(path, "path")):
@@ -273,6 +308,9 @@ class CommonDataLoader:
             raise ValueError("CommonDataLoader needs a tokenizer (set processor.tokenizer in the config)")
         if hasattr(tokenizer, "keys"):
             tokenizer = build_from_config(tokenizer, MindFormerModuleType.TOKENIZER)
+        if packing not in (None, False, "pad"):
+            raise ValueError(f"CommonDataLoader.packing must be null or 'pad' (pack samples in order, pad the rest), "
+                             f"got {packing!r}")
         if not handler:
             raise ValueError("CommonDataLoader needs a handler list, e.g. [{type: AlpacaInstructDataHandler}]")
         files = [data_files] if isinstance(data_files, str) else list(data_files)
@@ -295,8 +333,16 @@ class CommonDataLoader:
                            "(truncation: drop)", files, skipped)
         if not samples:
             raise ValueError(f"CommonDataLoader {files}: no sample left after the handlers")
-        self.samples = samples
         self.response_tokens = int(sum((s[1] != IGNORE).sum() for s in samples))  # of the first answer
+        if packing:
+            if len(samples[0]) != 2:
+                raise ValueError(f"CommonDataLoader.packing packs (input_ids, labels) samples; the handlers give "
+                                 f"{len(samples[0])} columns (preference pairs cannot be packed)")
+            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            packed = pack_samples(samples, int(seq_length) + 1, pad_id)
+            logger.info("CommonDataLoader %s: packed %d samples into %d sequences", files, len(samples), len(packed))
+            samples = packed
+        self.samples = samples
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -311,5 +357,4 @@ class CommonDataLoader:
 
 
 __all__: List[str] = ["CommonDataLoader", "AlpacaInstructDataHandler", "SharegptDataHandler", "PairwiseDataHandler",
-                       "read_rows",
-                       "TEMPLATES"]
+                       "pack_samples", "read_rows", "TEMPLATES"]

@@ -1,5 +1,6 @@
 """CausalLanguageModelingTrainer: builds every component from a config and runs train/finetune/eval/predict."""
 import copy
+import inspect
 import json
 import logging
 import math
@@ -183,6 +184,7 @@ class CausalLanguageModelingTrainer:
             config.load_checkpoint = resume_dir
         tokenizer = build_tokenizer(config, tokenizer)
         network = build_model(config, network)
+        _check_vocab(tokenizer, network)
         _shard_for_semi_auto_parallel(config, network, env)
         model_config = network.config
         seq_length = int(model_config.seq_length)
@@ -197,7 +199,8 @@ class CausalLanguageModelingTrainer:
         global_batch = batch_size * accum
         if dataset is None:
             dataset = self._build_dataset(config, "train", tokenizer, seq_length, global_batch, env,
-                                          skip_samples=start_step * global_batch)
+                                          skip_samples=start_step * global_batch,
+                                          vocab_size=getattr(model_config, "vocab_size", None))
         steps_per_epoch = dataset.get_dataset_size()
         if steps_per_epoch == 0:
             raise ValueError(f"train_dataset: fewer samples than one global batch ({global_batch}); "
@@ -212,6 +215,7 @@ class CausalLanguageModelingTrainer:
                              f"raise runner_config.epochs or stop_step to train further")
 
         step_network = _preference_network(config, network)  # a reward model is the network itself
+        _check_columns_fit(dataset, step_network)
         train_step, lr = self._build_train_step(config, step_network, planned_steps, accum)
         if resume_dir:
             load_train_state(train_step, resume_dir, network)
@@ -255,7 +259,8 @@ class CausalLanguageModelingTrainer:
     def _eval_callback(self, config, network, tokenizer, seq_length, env, output_dir):
         """Evaluate loss/perplexity on eval_dataset every eval_step_interval steps (and at the end)."""
         batch_size = _eval_batch_size(config)
-        dataset = self._build_dataset(config, "eval", tokenizer, seq_length, batch_size, env)
+        dataset = self._build_dataset(config, "eval", tokenizer, seq_length, batch_size, env,
+                                      vocab_size=getattr(network.config, "vocab_size", None))
         interval = int(config.get("eval_step_interval") or 100)
         path = os.path.join(output_dir, "log", "eval_metrics.jsonl") if env["rank_id"] == 0 else None
         return _EvalDuringTraining(network, dataset, interval, path)
@@ -332,7 +337,8 @@ class CausalLanguageModelingTrainer:
         monitor = next((c for c in cbs if hasattr(c, "history")), None)
         return monitor.history if monitor else []
 
-    def _build_dataset(self, config, split, tokenizer, seq_length, batch_size, env, skip_samples: int = 0):
+    def _build_dataset(self, config, split, tokenizer, seq_length, batch_size, env, skip_samples: int = 0,
+                       vocab_size: Optional[int] = None):
         task = config.get(f"{split}_dataset_task")
         ds_cfg = config.get(f"{split}_dataset")
         if not task and not ds_cfg:
@@ -345,7 +351,8 @@ class CausalLanguageModelingTrainer:
         task["dataset_config"] = dataset_config
         return build_from_config(task, T.DATASET, tokenizer=tokenizer, seq_length=seq_length,
                                  rank_id=env["rank_id"], device_num=env["device_num"],
-                                 seed=int(config.get("seed") or 0), skip_samples=skip_samples)
+                                 seed=int(config.get("seed") or 0), skip_samples=skip_samples,
+                                 vocab_size=vocab_size)
 
     # ---------------------------------------------------------------- eval
     def evaluate(self, config, network=None, tokenizer=None, dataset=None) -> dict:
@@ -387,7 +394,8 @@ class CausalLanguageModelingTrainer:
         if dataset is not None:
             return dataset
         return self._build_dataset(config, "eval", tokenizer, int(network.config.seq_length),
-                                   _eval_batch_size(config), env)
+                                   _eval_batch_size(config), env,
+                                   vocab_size=getattr(network.config, "vocab_size", None))
 
     # ---------------------------------------------------------------- predict
     def predict(self, config, network=None, tokenizer=None, inputs=None, max_new_tokens: Optional[int] = None
@@ -479,6 +487,27 @@ def _read_prompts(data) -> List[str]:
         if not items:
             raise ValueError(f"--predict_data {data[0] if isinstance(data, list) else data}: the file is empty")
     return items
+
+
+def _check_vocab(tokenizer, network):
+    """A tokenizer with more ids than the model's embedding table would index past it: refuse it up front."""
+    model_vocab = getattr(getattr(network, "config", None), "vocab_size", None)
+    if tokenizer is not None and model_vocab and tokenizer.vocab_size > model_vocab:
+        raise ValueError(f"processor.tokenizer has {tokenizer.vocab_size} ids but model_config.vocab_size is "
+                         f"{model_vocab}; use the model's own tokenizer or raise vocab_size")
+
+
+def _check_columns_fit(dataset, network):
+    """A dataset whose columns the network's construct cannot take fails here, naming both, not in the graph."""
+    columns = dataset.get_col_names()
+    params = [p for p in inspect.signature(network.construct).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(network.construct).parameters.values()):
+        return
+    if len(columns) > len(params):
+        raise ValueError(f"train_dataset gives the columns {columns} but {type(network).__name__}.construct takes "
+                         f"({', '.join(p.name for p in params)}); e.g. eod_reset or packing need a model that "
+                         f"takes position_ids")
 
 
 def score_dataset(network, dataset) -> dict:

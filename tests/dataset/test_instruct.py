@@ -98,7 +98,7 @@ def test_sharegpt_learns_every_assistant_turn(tok):
     ids, labels = SharegptDataHandler(tok, seq_length=63).encode(CHAT, "x")
     n = int((ids != tok.pad_token_id).sum())
     assert tok.decode(ids[:n].tolist(), skip_special_tokens=False) == \
-        "<s>Be brief.\n\nUser: Repeat: file\nAssistant: file\nUser: Again\nAssistant: file path\n</s>"
+        "<s> Be brief.\n\nUser: Repeat: file\nAssistant: file\nUser: Again\nAssistant: file path\n</s>"
     learned = [[]]
     for t in labels[:n].tolist():  # runs of learned tokens, one per assistant turn
         if t == -100:

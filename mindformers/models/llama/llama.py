@@ -111,6 +111,15 @@ class LlamaModel(nn.Cell):
         return self.norm(x), new_caches
 
 
+def packed_positions_and_mask(position_ids):
+    """(positions, mask) for packed sequences: position ids (B, T) that restart at 0 where a new document or
+    sample begins, and the (B, T, T) bool mask that is causal within each such segment and False across them."""
+    positions = ops.cast(position_ids, ms.int32)
+    segment = ops.cumsum(ops.cast(positions == 0, ms.int32), 1)  # (B, T): segment number of each token
+    same = segment.expand_dims(2) == segment.expand_dims(1)      # (B, T, T)
+    return positions, ops.logical_and(same, causal_mask(positions.shape[1]).expand_dims(0))
+
+
 def _recompute_layer_count(recompute_config, num_layers: int) -> int:
     """How many decoder layers recompute their activations in backward (upstream `recompute_config`)."""
     if recompute_config is None:
@@ -198,11 +207,17 @@ class LlamaForCausalLM(nn.Cell):
         h, kv_caches = self.model(input_ids, positions, mask, kv_caches, slot)
         return self._head(h)[:, 0], kv_caches
 
-    def construct(self, input_ids, labels=None):
+    def construct(self, input_ids, labels=None, position_ids=None):
+        """Training: `position_ids` (B, S+1), when given, restart at 0 at each packed document or sample; tokens
+        then attend only within their own segment (see `packed_positions_and_mask`)."""
         if not self.training:
             return self.logits(input_ids)
         targets = input_ids[:, 1:] if labels is None else labels[:, 1:]
-        return causal_lm_loss(self.logits(input_ids[:, :-1]), targets, self.ignore_index)
+        if position_ids is None:
+            return causal_lm_loss(self.logits(input_ids[:, :-1]), targets, self.ignore_index)
+        positions, mask = packed_positions_and_mask(position_ids[:, :-1])
+        logits = self._head(self.model(input_ids[:, :-1], positions, mask))
+        return causal_lm_loss(logits, targets, self.ignore_index)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Sum of parameter sizes; `exclude_embeddings` drops the input embedding table."""

@@ -13,7 +13,7 @@ from mindspore import ops
 
 from ..base import DTYPES, causal_lm_loss
 from ..llama import LlamaConfig, LlamaDecoderLayer, LlamaForCausalLM, LlamaModel
-from ..llama.llama import _recompute_layer_count
+from ..llama.llama import _recompute_layer_count, packed_positions_and_mask
 from ..llama.llama_config import _bool, _positive_int
 
 
@@ -97,12 +97,17 @@ class MoeModel(LlamaModel):
 
     layer_class = MoeDecoderLayer
 
-    def with_aux_loss(self, input_ids):
-        """(final hidden states (B, T, C), load-balancing loss averaged over layers)."""
+    def with_aux_loss(self, input_ids, positions=None, mask=None):
+        """(final hidden states (B, T, C), load-balancing loss averaged over layers); `positions` (B, T) and a
+        bool `mask` (B, T, T) for packed sequences, as LlamaModel takes them."""
         T = input_ids.shape[1]
         x = ops.cast(self.embed_tokens(input_ids), self.compute_dtype)  # (B, T, C)
-        cos, sin = self.rotary_emb(T)
-        mask = causal_mask(T)
+        if positions is None:
+            cos, sin = self.rotary_emb(T)
+            mask = causal_mask(T)
+        else:
+            cos = ops.gather(self.rotary_emb.cos, positions, 0).expand_dims(1)  # (B, 1, T, hs)
+            sin = ops.gather(self.rotary_emb.sin, positions, 0).expand_dims(1)
         aux = 0.0
         for layer in self.layers:
             x, layer_aux = layer.with_aux_loss(x, cos, sin, mask)
@@ -123,11 +128,14 @@ class MoeForCausalLM(LlamaForCausalLM):
             raise ValueError("recompute_config.recompute is not implemented for MoE models; set recompute: False")
         self.aux_loss_coef = float(self.config.router_aux_loss_coef)
 
-    def construct(self, input_ids, labels=None):
+    def construct(self, input_ids, labels=None, position_ids=None):
         if not self.training:
             return self.logits(input_ids)
         targets = input_ids[:, 1:] if labels is None else labels[:, 1:]
-        h, aux = self.model.with_aux_loss(input_ids[:, :-1])
+        if position_ids is None:
+            h, aux = self.model.with_aux_loss(input_ids[:, :-1])
+        else:
+            h, aux = self.model.with_aux_loss(input_ids[:, :-1], *packed_positions_and_mask(position_ids[:, :-1]))
         return causal_lm_loss(self._head(h), targets, self.ignore_index) + self.aux_loss_coef * aux
 
 
