@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from itertools import chain
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -62,27 +62,28 @@ def _text_documents(path: str) -> Iterator[str]:
         yield "\n".join(block)
 
 
-def _json_documents(path: str, keys: List[str], skip_bad: bool, skipped: list) -> Iterator[str]:
+def _json_lines(path: str) -> Iterator[Tuple[str, int, str]]:
+    """(path, line number, raw line) of every non-blank line; the workers parse them (see `json_text`)."""
     with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-                missing = [k for k in keys if k not in row]
-                if missing:
-                    raise ValueError(f"no key {missing[0]!r} (keys: {', '.join(row)}); choose with --json-keys")
-                if not all(isinstance(row[k], str) for k in keys):
-                    raise ValueError(f"{'/'.join(keys)} must be strings")
-            except ValueError as err:
-                if not skip_bad:
-                    raise InputError(f"{path}:{line_no}: {err} (use --skip-bad-lines to skip such lines)") \
-                        from None
-                skipped.append(f"{path}:{line_no}")
-                continue
-            yield "\n".join(row[k] for k in keys)
+        try:
+            for line_no, line in enumerate(f, 1):
+                if line.strip():
+                    yield path, line_no, line
+        except UnicodeDecodeError as err:
+            raise InputError(f"{path}: not UTF-8 text ({err.reason})") from None
+
+
+def json_text(line: str, keys: List[str]) -> str:
+    """The document of one jsonl line: its `keys` fields joined by newlines; ValueError says what is wrong."""
+    row = json.loads(line)
+    if not isinstance(row, dict):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise ValueError(f"no key {missing[0]!r} (keys: {', '.join(row)}); choose with --json-keys")
+    if not all(isinstance(row[k], str) for k in keys):
+        raise ValueError(f"{'/'.join(keys)} must be strings")
+    return "\n".join(row[k] for k in keys)
 
 
 def _parquet_documents(path: str, keys: List[str]) -> Iterator[str]:
@@ -101,15 +102,15 @@ def _parquet_documents(path: str, keys: List[str]) -> Iterator[str]:
             yield "\n".join(v or "" for v in row)
 
 
-def documents(files, keys: List[str], skip_bad: bool, skipped: list) -> Iterator[str]:
-    """Every document of every input file, in order."""
+def documents(files, keys: List[str]) -> Iterator[Union[str, Tuple[str, int, str]]]:
+    """Every document of every input file, in order: its text, or for jsonl the raw line (parsed by a worker)."""
     for path, kind in files:
         if os.path.getsize(path) == 0:
             raise InputError(f"{path} is empty")
         if kind == "text":
             yield from _text_documents(path)
         elif kind == "jsonl":
-            yield from _json_documents(path, keys, skip_bad, skipped)
+            yield from _json_lines(path)
         else:
             yield from _parquet_documents(path, keys)
 
@@ -136,18 +137,32 @@ def load_tokenizer(config: Optional[str], tokenizer: Optional[str]):
 _WORKER = {}
 
 
-def _init_worker(config, tokenizer, append_eod):
+def _init_worker(config, tokenizer, append_eod, keys, skip_bad):
     _WORKER["tok"] = load_tokenizer(config, tokenizer)
     _WORKER["eod"] = [_WORKER["tok"].eos_token_id] if append_eod and not _WORKER["tok"].add_eos_token else []
+    _WORKER["keys"], _WORKER["skip_bad"] = keys, skip_bad
 
 
-def _encode_chunk(texts: List[str]) -> Tuple[np.ndarray, np.ndarray]:
-    """(all ids of the chunk back to back, per-document lengths): two arrays pickle far faster than many lists."""
+def _encode_chunk(items: list) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """(all ids of the chunk back to back, per-document lengths, skipped "file:line"s); two arrays pickle far
+    faster than many lists. jsonl lines are parsed here, in the worker, so the reading process stays light."""
     tok, eod = _WORKER["tok"], _WORKER["eod"]
-    encoded = tok.encode_batch(texts, add_special_tokens=True)
+    texts, skipped = [], []
+    for item in items:
+        if isinstance(item, str):
+            texts.append(item)
+            continue
+        path, line_no, line = item
+        try:
+            texts.append(json_text(line, _WORKER["keys"]))
+        except ValueError as err:
+            if not _WORKER["skip_bad"]:
+                raise InputError(f"{path}:{line_no}: {err} (use --skip-bad-lines to skip such lines)") from None
+            skipped.append(f"{path}:{line_no}")
+    encoded = tok.encode_batch(texts, add_special_tokens=True) if texts else []
     lengths = np.fromiter((len(ids) + len(eod) for ids in encoded), dtype=np.int64, count=len(encoded))
     flat = np.fromiter(chain.from_iterable(ids + eod for ids in encoded), dtype=np.int64, count=int(lengths.sum()))
-    return flat, lengths
+    return flat, lengths, skipped
 
 
 def _chunks(items: Iterator[str], size: int) -> Iterator[List[str]]:
@@ -163,18 +178,26 @@ def _chunks(items: Iterator[str], size: int) -> Iterator[List[str]]:
 
 def encoded_chunks(args, skipped: list) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """(ids back to back, per-document lengths) for each chunk of documents, in input order, tokenized by
-    `args.workers` processes."""
+    `args.workers` processes; skipped lines are appended to `skipped`."""
     files = input_files(args.input)
-    chunks = _chunks(documents(files, args.json_keys, args.skip_bad_lines, skipped), args.chunk_size)
-    init = (args.config, args.tokenizer, args.append_eod)
+    chunks = _chunks(documents(files, args.json_keys), args.chunk_size)
+    init = (args.config, args.tokenizer, args.append_eod, args.json_keys, args.skip_bad_lines)
     if args.workers <= 1:
         _init_worker(*init)
-        yield from map(_encode_chunk, chunks)
-        return
-    # fork: the workers inherit the imported modules instead of importing MindSpore again (seconds each); the
-    # parent has run no MindSpore op, so there is no runtime state to copy.
-    with mp.get_context("fork").Pool(args.workers, _init_worker, init) as pool:
-        yield from pool.imap(_encode_chunk, chunks, chunksize=1)
+        results = map(_encode_chunk, chunks)
+        pool = None
+    else:
+        # fork: the workers inherit the imported modules instead of importing MindSpore again (seconds each);
+        # the parent has run no MindSpore op, so there is no runtime state to copy.
+        pool = mp.get_context("fork").Pool(args.workers, _init_worker, init)
+        results = pool.imap(_encode_chunk, chunks, chunksize=1)
+    try:
+        for flat, lengths, bad in results:
+            skipped.extend(bad)
+            yield flat, lengths
+    finally:
+        if pool is not None:
+            pool.terminate()
 
 
 def _samples(chunks, length: int, stats: dict) -> Iterator[Tuple[np.ndarray]]:

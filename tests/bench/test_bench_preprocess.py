@@ -11,8 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.mark.slow
 def test_small_table():
-    out = subprocess.run([sys.executable, "bench/preprocess.py", "--scale", "1", "--workers", "2"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "bench/preprocess.py", "--scale", "1", "--workers", "2", "--repeats", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {line[:48].strip(): line[48:].split() for line in out.stdout.splitlines() if "->" in line[:48]}
     ours = rows["mindformers preprocess_data -> .bin/.idx"]
