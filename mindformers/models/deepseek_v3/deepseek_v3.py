@@ -18,6 +18,7 @@ from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..base import DTYPES
 from ..llama import LlamaConfig, LlamaForCausalLM, LlamaModel
+from ..llama.llama import LlamaDecoderLayer
 from ..llama.llama_config import _bool, _positive_int, _positive_number
 from .mla import MultiLatentAttention
 
@@ -287,13 +288,7 @@ class DeepseekV3DecoderLayer(nn.Cell):
         else:
             self.mlp = DeepseekMoE(config)
 
-    def construct(self, x, cos, sin, mask, kv_cache=None, slot=None):
-        if kv_cache is None:
-            x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
-            return x + self.mlp(self.post_attention_layernorm(x))
-        y, kv_cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache, slot)
-        x = x + y
-        return x + self.mlp(self.post_attention_layernorm(x)), kv_cache
+    construct = LlamaDecoderLayer.construct  # the same pre-norm residual block around other attention and ffn
 
 
 class DeepseekV3Model(LlamaModel):

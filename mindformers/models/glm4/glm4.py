@@ -16,13 +16,13 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from mindformers.modules import CausalSelfAttention, Linear, RMSNorm, rope_tables
+from mindformers.modules import Linear, RMSNorm, rope_tables
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..base import DTYPES
 from ..hf.families import llama_from_hf, llama_to_hf, register_hf_family
 from ..llama import LlamaConfig, LlamaForCausalLM
-from ..llama.llama import LlamaModel
+from ..llama.llama import LlamaModel, build_attention
 from ..llama.llama_config import _positive_int
 
 
@@ -144,15 +144,8 @@ class Glm4DecoderLayer(nn.Cell):
         def norm():
             return RMSNorm(c, config.rms_norm_eps, param, norm_dtype)
         self.input_layernorm = norm()
-        self.self_attn = CausalSelfAttention(
-            config.num_heads, config.n_kv_heads, hs,
-            q_proj=linear(c, config.num_heads * hs, config.qkv_has_bias),
-            k_proj=linear(c, config.n_kv_heads * hs, config.qkv_has_bias),
-            v_proj=linear(c, config.n_kv_heads * hs, config.qkv_has_bias),
-            o_proj=linear(config.num_heads * hs, c),
-            softmax_dtype=DTYPES[config.softmax_compute_type],
-            use_flash_attention=config.use_flash_attention,
-            q_norm=ReorderHeadDims(hs, config.rotary_dim), k_norm=ReorderHeadDims(hs, config.rotary_dim))
+        self.self_attn = build_attention(config, linear, q_norm=ReorderHeadDims(hs, config.rotary_dim),
+                                         k_norm=ReorderHeadDims(hs, config.rotary_dim))
         self.post_self_attn_layernorm = norm()
         self.post_attention_layernorm = norm()
         self.mlp = Glm4MLP(linear(c, 2 * f), linear(f, c), f)

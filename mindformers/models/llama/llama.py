@@ -19,6 +19,19 @@ _DTYPE_KEYS = ("compute_dtype", "layernorm_compute_type", "softmax_compute_type"
                "param_init_type", "embedding_init_type")
 
 
+def build_attention(config: LlamaConfig, linear, q_norm=None, k_norm=None) -> CausalSelfAttention:
+    """GQA attention with HF-named q/k/v/o projections made by `linear(n_in, n_out, bias)`."""
+    c, hs = config.hidden_size, config.head_dim
+    return CausalSelfAttention(
+        config.num_heads, config.n_kv_heads, hs,
+        q_proj=linear(c, config.num_heads * hs, config.qkv_has_bias),
+        k_proj=linear(c, config.n_kv_heads * hs, config.qkv_has_bias),
+        v_proj=linear(c, config.n_kv_heads * hs, config.qkv_has_bias),
+        o_proj=linear(config.num_heads * hs, c),
+        softmax_dtype=DTYPES[config.softmax_compute_type],
+        use_flash_attention=config.use_flash_attention, q_norm=q_norm, k_norm=k_norm)
+
+
 class LlamaDecoderLayer(nn.Cell):
     """x + attn(norm(x)), then x + mlp(norm(x))."""
 
@@ -30,15 +43,8 @@ class LlamaDecoderLayer(nn.Cell):
         # Qwen3-style qk-norm: an RMSNorm over each head of q and k (families set config.qk_norm).
         qk_norm = getattr(config, "qk_norm", False)
         self.input_layernorm = RMSNorm(c, config.rms_norm_eps, param, norm_dtype)
-        self.self_attn = CausalSelfAttention(
-            config.num_heads, config.n_kv_heads, hs,
-            q_proj=linear(c, config.num_heads * hs, config.qkv_has_bias),
-            k_proj=linear(c, config.n_kv_heads * hs, config.qkv_has_bias),
-            v_proj=linear(c, config.n_kv_heads * hs, config.qkv_has_bias),
-            o_proj=linear(config.num_heads * hs, c),
-            softmax_dtype=DTYPES[config.softmax_compute_type],
-            use_flash_attention=config.use_flash_attention,
-            q_norm=RMSNorm(hs, config.rms_norm_eps, param, norm_dtype) if qk_norm else None,
+        self.self_attn = build_attention(
+            config, linear, q_norm=RMSNorm(hs, config.rms_norm_eps, param, norm_dtype) if qk_norm else None,
             k_norm=RMSNorm(hs, config.rms_norm_eps, param, norm_dtype) if qk_norm else None)
         self.post_attention_layernorm = RMSNorm(c, config.rms_norm_eps, param, norm_dtype)
         self._build_feed_forward(config)
