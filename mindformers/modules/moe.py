@@ -63,6 +63,18 @@ def load_balancing_loss(probs, chosen):
     return num_experts * (tokens_per_expert * prob_per_expert).sum()
 
 
+def mix_experts(x, combine, experts, bmm, compute_dtype):
+    """sum_e combine[:, e] * expert_e(x) for tokens x (N, C) and routing weights combine (N, E), every expert
+    run densely as three batched matmuls over its stacked (E, out, in) weights; returns (N, C)."""
+    def stacked(index):
+        return ops.stack([ops.cast(expert.projections()[index].weight, compute_dtype) for expert in experts])
+
+    xe = ops.broadcast_to(x.expand_dims(0), (len(experts),) + x.shape)  # (E, N, C)
+    h = ops.silu(bmm(xe, stacked(0))) * bmm(xe, stacked(1))  # (E, N, F)
+    y = bmm(h, stacked(2))  # (E, N, C)
+    return (y * ops.cast(combine.T, y.dtype).expand_dims(-1)).sum(0)
+
+
 class MoE(nn.Cell):
     """Top-k routed SwiGLU experts (B, T, C) -> (B, T, C); `with_aux_loss` also returns the balancing loss.
 
@@ -86,20 +98,12 @@ class MoE(nn.Cell):
                                     for _ in range(num_experts)])
         self.bmm = ops.BatchMatMul(transpose_b=True)
 
-    def _stacked(self, index: int):
-        # (E, out, in): projection `index` of every expert, stacked for one batched matmul.
-        return ops.stack([ops.cast(expert.projections()[index].weight, self.compute_dtype)
-                          for expert in self.experts])
-
     def with_aux_loss(self, x):
         """(output (B, T, C), load-balancing loss (scalar fp32))."""
         lead = x.shape[:-1]
         x = ops.cast(x, self.compute_dtype).reshape(-1, self.hidden_size)  # (N, C)
         combine, probs, chosen = route(self.gate(x), self.top_k, self.norm_topk_prob)
-        xe = ops.broadcast_to(x.expand_dims(0), (self.num_experts,) + x.shape)  # (E, N, C)
-        h = ops.silu(self.bmm(xe, self._stacked(0))) * self.bmm(xe, self._stacked(1))  # (E, N, F)
-        y = self.bmm(h, self._stacked(2))  # (E, N, C)
-        y = (y * ops.cast(combine.T, y.dtype).expand_dims(-1)).sum(0)  # (N, C)
+        y = mix_experts(x, combine, self.experts, self.bmm, self.compute_dtype)  # (N, C)
         return y.reshape(lead + (self.hidden_size,)), load_balancing_loss(probs, chosen)
 
     def construct(self, x):

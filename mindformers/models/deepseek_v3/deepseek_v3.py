@@ -14,6 +14,7 @@ from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from mindformers.modules import EXPERT_NAMES, Embedding, Expert, Linear, RMSNorm, RotaryEmbedding, SwiGLU
+from mindformers.modules.moe import mix_experts
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..base import DTYPES
@@ -236,19 +237,11 @@ class DeepseekMoE(nn.Cell):
         self.shared_experts = SwiGLU(linear(c, shared), linear(c, shared), linear(shared, c))
         self.bmm = ops.BatchMatMul(transpose_b=True)
 
-    def _stacked(self, index: int):
-        # (E, out, in): projection `index` of every expert, stacked for one batched matmul.
-        return ops.stack([ops.cast(expert.projections()[index].weight, self.compute_dtype)
-                          for expert in self.experts])
-
     def construct(self, x):
         lead = x.shape[:-1]
         flat = ops.cast(x, self.compute_dtype).reshape(-1, self.hidden_size)  # (N, C)
         combine = self.gate(flat)  # (N, E)
-        xe = ops.broadcast_to(flat.expand_dims(0), (len(self.experts),) + flat.shape)  # (E, N, C)
-        h = ops.silu(self.bmm(xe, self._stacked(0))) * self.bmm(xe, self._stacked(1))  # (E, N, F)
-        y = self.bmm(h, self._stacked(2))  # (E, N, C)
-        y = (y * ops.cast(combine.T, y.dtype).expand_dims(-1)).sum(0)  # (N, C)
+        y = mix_experts(flat, combine, self.experts, self.bmm, self.compute_dtype)  # (N, C)
         return y.reshape(lead + (self.hidden_size,)) + self.shared_experts(x)
 
 
