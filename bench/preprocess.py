@@ -5,9 +5,10 @@
 
 Both sides start from the same jsonl file (the shipped tiny corpus, repeated --scale times) and the same
 tokenizer.json (byte-level BPE; tests/fixtures/hf_tiny_bpe_tokenizer unless --tokenizer), append EOS to every
-document, use --workers processes and write their result to disk: ours a Megatron .bin/.idx pair, HF an Arrow
-cache (load_dataset("json") + map(batched=True, num_proc=workers)). Each run is its own subprocess; the time is
-the work inside it (reading, tokenizing, writing), not interpreter start-up and imports. The sides alternate
+document, use --workers workers and write their result to disk: ours a Megatron .bin/.idx pair (its workers are
+threads sharing the Rust tokenizer), HF an Arrow cache (load_dataset("json") + map(batched=True,
+num_proc=workers), with the tokenizers library's default threading in each process). Each run is its own
+subprocess; the time is the work inside it (reading, tokenizing, writing), not interpreter start-up and imports. The sides alternate
 --repeats times and each side's fastest run counts (this machine's timings vary by +-20% run to run). A third
 row times our data loader serving (4, 513)-token batches from the .bin/.idx pair, as a share of the 55M-model
 train step.
@@ -95,7 +96,7 @@ def run_child(impl: str, args, work: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--work", work, "--corpus", args.corpus,
            "--tokenizer", args.tokenizer, "--workers", str(args.workers)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False,
-                          env={**os.environ, "GLOG_v": "3", "TOKENIZERS_PARALLELISM": "false"})
+                          env={**os.environ, "GLOG_v": "3"})  # each side keeps its own tokenizer threading
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])

@@ -53,20 +53,20 @@ class IndexedDatasetWriter:
     def add_documents(self, ids: np.ndarray, lengths: Iterable[int]) -> None:
         """Several documents at once: their ids back to back and each one's length."""
         arr = np.asarray(ids)
-        lengths = [int(n) for n in lengths]
-        if sum(lengths) != arr.size:
-            raise ValueError(f"{self.prefix}.bin: {arr.size} ids given for documents of {sum(lengths)} tokens")
+        lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        if int(lengths.sum()) != arr.size:
+            raise ValueError(f"{self.prefix}.bin: {arr.size} ids given for documents of {int(lengths.sum())} tokens")
         if arr.size and (arr.min() < np.iinfo(self.dtype).min or arr.max() > np.iinfo(self.dtype).max):
             bad = int(arr.max()) if arr.max() > np.iinfo(self.dtype).max else int(arr.min())
             raise ValueError(f"{self.prefix}.bin: token id {bad} does not fit {self.dtype}; the tokenizer "
                              f"and the dtype disagree on the vocabulary size")
         self._bin.write(arr.astype(self.dtype, copy=False).tobytes())
-        self._lengths.extend(lengths)
+        self._lengths.append(lengths)
         self.num_tokens += arr.size
 
     def finalize(self) -> None:
         self._bin.close()
-        lengths = np.asarray(self._lengths, dtype=np.int32)
+        lengths = np.concatenate(self._lengths).astype(np.int32) if self._lengths else np.zeros(0, np.int32)
         offsets = np.zeros(len(lengths), dtype=np.int64)
         np.cumsum(lengths[:-1].astype(np.int64) * self.dtype.itemsize, out=offsets[1:])
         doc_starts = np.arange(len(lengths) + 1, dtype=np.int64)

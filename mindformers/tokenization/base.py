@@ -19,6 +19,9 @@ _CLEANUP = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), ("
 class PreTrainedTokenizerBase(abc.ABC):
     """Special tokens, `__call__` with padding/truncation, and id/token conversions over a backend."""
 
+    # True when encode_batch spends its time outside the GIL, so threads can share one tokenizer in parallel
+    batch_encode_releases_gil = False
+
     def __init__(self, unk_token: Optional[str] = "<unk>", bos_token: Optional[str] = "<s>",
                  eos_token: Optional[str] = "</s>", pad_token: Optional[str] = None,
                  add_bos_token: bool = True, add_eos_token: bool = False, padding_side: str = "right",

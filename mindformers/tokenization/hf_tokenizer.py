@@ -69,6 +69,7 @@ class PreTrainedTokenizerFast(PreTrainedTokenizerBase):
     `add_bos_token`/`add_eos_token` None keep the tokenizer.json post-processor; True/False replace it with
     bos/eos around the text. `vocab_size` counts the added tokens too (transformers' `len(tokenizer)`).
     """
+    batch_encode_releases_gil = True
 
     def __init__(self, tokenizer_file: Optional[str] = None, tokenizer_object: Optional[Tokenizer] = None,
                  unk_token: Optional[str] = None, bos_token: Optional[str] = None,

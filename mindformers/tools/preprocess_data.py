@@ -4,11 +4,14 @@
         --config configs/llama/pretrain_llama_tiny.yaml [--format indexed|mindrecord] [--workers 2]
 
 Input: plain text (documents separated by blank lines), jsonl (one object per line, text under --json-keys) or
-parquet (needs pyarrow), a file or a directory of them. Everything is streamed: documents are read, tokenized by
-worker processes in chunks and appended to the output in input order, so a corpus larger than memory works.
+parquet (needs pyarrow), a file or a directory of them. Everything is streamed: documents are read, tokenized in
+chunks by --workers workers and appended to the output in input order, so a corpus larger than memory works.
+The workers are threads for a Hugging Face `tokenizers` tokenizer (its batch encode runs in Rust without the
+GIL, so threads share one tokenizer and no data crosses a process boundary) and forked processes otherwise.
 Each document gets the tokenizer's eos appended (EOD) unless --no-append-eod.
 """
 import argparse
+import collections
 import glob
 import json
 import logging
@@ -16,6 +19,8 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from itertools import chain
 from typing import Iterator, List, Optional, Tuple, Union
 
@@ -73,9 +78,10 @@ def _json_lines(path: str) -> Iterator[Tuple[str, int, str]]:
             raise InputError(f"{path}: not UTF-8 text ({err.reason})") from None
 
 
-def json_text(line: str, keys: List[str]) -> str:
-    """The document of one jsonl line: its `keys` fields joined by newlines; ValueError says what is wrong."""
-    row = json.loads(line)
+def json_text(line: Union[str, dict], keys: List[str]) -> str:
+    """The document of one jsonl line (raw or parsed): its `keys` fields joined by newlines; ValueError says
+    what is wrong."""
+    row = json.loads(line) if isinstance(line, str) else line
     if not isinstance(row, dict):
         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
     missing = [k for k in keys if k not in row]
@@ -137,31 +143,47 @@ def load_tokenizer(config: Optional[str], tokenizer: Optional[str]):
 _WORKER = {}
 
 
-def _init_worker(config, tokenizer, append_eod, keys, skip_bad):
-    _WORKER["tok"] = load_tokenizer(config, tokenizer)
+def _init_worker(config, tokenizer_path, append_eod, keys, skip_bad, tokenizer=None):
+    _WORKER["tok"] = tokenizer or load_tokenizer(config, tokenizer_path)
     _WORKER["eod"] = [_WORKER["tok"].eos_token_id] if append_eod and not _WORKER["tok"].add_eos_token else []
     _WORKER["keys"], _WORKER["skip_bad"] = keys, skip_bad
+
+
+def _parse_json_lines(items: list) -> Tuple[List[str], List[str]]:
+    """(documents, skipped "file:line"s) of raw jsonl lines; the whole chunk is parsed in one call and only a
+    chunk with a bad line is parsed again line by line, to name (or skip) the bad ones."""
+    keys = _WORKER["keys"]
+    try:
+        rows = json.loads("[" + ",".join(line for _, _, line in items) + "]")
+        if len(rows) == len(items):  # a line like `1, 2` would parse as two rows: take the slow path
+            return [json_text(row, keys) for row in rows], []
+    except ValueError:
+        pass
+    texts, skipped = [], []
+    for path, line_no, line in items:
+        try:
+            texts.append(json_text(line, keys))
+        except ValueError as err:
+            if not _WORKER["skip_bad"]:
+                raise InputError(f"{path}:{line_no}: {err} (use --skip-bad-lines to skip such lines)") from None
+            skipped.append(f"{path}:{line_no}")
+    return texts, skipped
 
 
 def _encode_chunk(items: list) -> Tuple[np.ndarray, np.ndarray, List[str]]:
     """(all ids of the chunk back to back, per-document lengths, skipped "file:line"s); two arrays pickle far
     faster than many lists. jsonl lines are parsed here, in the worker, so the reading process stays light."""
     tok, eod = _WORKER["tok"], _WORKER["eod"]
-    texts, skipped = [], []
-    for item in items:
-        if isinstance(item, str):
-            texts.append(item)
-            continue
-        path, line_no, line = item
-        try:
-            texts.append(json_text(line, _WORKER["keys"]))
-        except ValueError as err:
-            if not _WORKER["skip_bad"]:
-                raise InputError(f"{path}:{line_no}: {err} (use --skip-bad-lines to skip such lines)") from None
-            skipped.append(f"{path}:{line_no}")
+    if items and not isinstance(items[0], str):
+        texts, skipped = _parse_json_lines(items)
+    else:
+        texts, skipped = items, []
     encoded = tok.encode_batch(texts, add_special_tokens=True) if texts else []
-    lengths = np.fromiter((len(ids) + len(eod) for ids in encoded), dtype=np.int64, count=len(encoded))
-    flat = np.fromiter(chain.from_iterable(ids + eod for ids in encoded), dtype=np.int64, count=int(lengths.sum()))
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    flat = np.fromiter(chain.from_iterable(encoded), dtype=np.int64, count=int(lengths.sum()))
+    if eod:  # the EOD after each document, inserted in one vectorized call
+        flat = np.insert(flat, np.repeat(np.cumsum(lengths), len(eod)), np.tile(eod, len(lengths)))
+        lengths += len(eod)
     return flat, lengths, skipped
 
 
@@ -176,16 +198,44 @@ def _chunks(items: Iterator[str], size: int) -> Iterator[List[str]]:
         yield chunk
 
 
-def encoded_chunks(args, skipped: list) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+@contextmanager
+def _single_threaded_rust_tokenizer():
+    """Each worker thread's batch encode on one core, so --workers threads use --workers cores (the library
+    would otherwise spread every batch over all cores, and N threads would oversubscribe the machine)."""
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
+
+
+def _threaded(chunks, workers: int):
+    """_encode_chunk over `chunks` in `workers` threads, results in input order, at most 2 per worker in flight
+    (a plain Executor.map would read the whole corpus up front)."""
+    with ThreadPoolExecutor(workers) as pool, _single_threaded_rust_tokenizer():
+        pending = collections.deque()
+        for chunk in chunks:
+            pending.append(pool.submit(_encode_chunk, chunk))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def encoded_chunks(args, skipped: list, tokenizer) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """(ids back to back, per-document lengths) for each chunk of documents, in input order, tokenized by
-    `args.workers` processes; skipped lines are appended to `skipped`."""
+    `args.workers` threads or processes (see the module docstring); skipped lines are appended to `skipped`."""
     files = input_files(args.input)
     chunks = _chunks(documents(files, args.json_keys), args.chunk_size)
     init = (args.config, args.tokenizer, args.append_eod, args.json_keys, args.skip_bad_lines)
-    if args.workers <= 1:
-        _init_worker(*init)
-        results = map(_encode_chunk, chunks)
-        pool = None
+    pool = None
+    if args.workers <= 1 or tokenizer.batch_encode_releases_gil:
+        _init_worker(*init, tokenizer=tokenizer)
+        results = map(_encode_chunk, chunks) if args.workers <= 1 else _threaded(chunks, args.workers)
     else:
         # fork: the workers inherit the imported modules instead of importing MindSpore again (seconds each);
         # the parent has run no MindSpore op, so there is no runtime state to copy.
@@ -232,7 +282,7 @@ def preprocess(args) -> dict:
             bar.update(len(lengths))
             yield flat, lengths
 
-    chunks = counted(encoded_chunks(args, skipped))
+    chunks = counted(encoded_chunks(args, skipped, tokenizer))
     if args.format == "indexed":
         with IndexedDatasetWriter(args.output_prefix, token_dtype(tokenizer.vocab_size)) as writer:
             for flat, lengths in chunks:
@@ -264,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("indexed", "mindrecord"), default="indexed")
     p.add_argument("--seq-length", type=int, help="mindrecord only: samples hold seq_length + 1 tokens")
     p.add_argument("--json-keys", nargs="+", default=["text"], help="jsonl/parquet fields joined into a document")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="tokenizer processes")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="tokenizer threads or processes")
     p.add_argument("--chunk-size", type=int, default=256, help="documents per worker task")
     p.add_argument("--append-eod", action=argparse.BooleanOptionalAction, default=True,
                    help="append the eos token to each document (default on)")

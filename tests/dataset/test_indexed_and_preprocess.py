@@ -1,5 +1,6 @@
 """Indexed (.bin/.idx) and MindRecord datasets, the preprocessing CLI that makes them, and blended loaders."""
 import json
+import os
 import struct
 
 import numpy as np
@@ -168,3 +169,28 @@ def test_data_from_another_vocabulary_is_refused(tmp_path, tok):
                                          intermediate_size=32))
     with pytest.raises(ValueError, match=r"processor.tokenizer has 2048 ids but model_config.vocab_size is 64"):
         _check_vocab(tok, small)
+
+
+def test_cli_worker_threads_and_processes_write_the_same_files(tmp_path, monkeypatch, capsys):
+    """A `tokenizers` tokenizer is run by threads, others by forked processes; chunking and the kind of
+    worker must not change a byte of the output, and errors still name the line."""
+    from mindformers.tokenization.hf_tokenizer import PreTrainedTokenizerFast
+    with open(CORPUS, encoding="utf-8") as f:
+        docs = [d for d in f.read().split("\n\n") if d.strip()][:300]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs) + "1, 2\n", encoding="utf-8")
+    base = ["--input", str(data), "--tokenizer", "tests/fixtures/hf_tiny_bpe_tokenizer", "--chunk-size", "16",
+            "--quiet", "--skip-bad-lines"]
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    outputs = {}
+    for name, workers, threads in (("one", "1", True), ("threads", "2", True), ("procs", "2", False)):
+        monkeypatch.setattr(PreTrainedTokenizerFast, "batch_encode_releases_gil", threads)
+        assert preprocess(base + ["--output-prefix", str(tmp_path / name), "--workers", workers]) == 0
+        out = capsys.readouterr().out
+        assert f"{len(docs)} documents" in out and "1 lines skipped" in out
+        outputs[name] = [(tmp_path / f"{name}.{ext}").read_bytes() for ext in ("bin", "idx")]
+    assert outputs["one"] == outputs["threads"] == outputs["procs"]
+    assert "TOKENIZERS_PARALLELISM" not in os.environ, "the threads' setting is undone"
+    monkeypatch.setattr(PreTrainedTokenizerFast, "batch_encode_releases_gil", True)
+    assert preprocess(base[:-1] + ["--output-prefix", str(tmp_path / "bad"), "--workers", "2"]) == 2
+    assert f"d.jsonl:{len(docs) + 1}: Extra data" in capsys.readouterr().err
