@@ -10,8 +10,8 @@ threads sharing the Rust tokenizer), HF an Arrow cache (load_dataset("json") + m
 num_proc=workers), with the tokenizers library's default threading in each process). Each run is its own
 subprocess; the time is the work inside it (reading, tokenizing, writing), not interpreter start-up and
 imports. The sides alternate --repeats times and each side's fastest run counts (this machine's timings vary by
-+-20% run to run). A third row times our data loader serving (4, 513)-token batches from the .bin/.idx pair, as a share of the 55M-model
-train step.
++-20% run to run). A third row times our data loader serving (4, 513)-token batches from the .bin/.idx pair,
+as a share of the 55M-model train step.
 Needs `pip install -e ".[bench]"` (transformers, datasets); a missing package is reported in its row.
 """
 import argparse
