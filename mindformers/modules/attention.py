@@ -6,7 +6,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from .rotary import apply_rotary
+from .rotary import apply_rotary, rotate_half_matrix
 
 # Most negative finite value per softmax dtype: masked scores underflow to exactly 0 after exp, and a fully
 # masked row (padding) stays finite instead of becoming NaN as it would with -inf.
@@ -68,6 +68,7 @@ class CausalSelfAttention(nn.Cell):
         self.k_norm = k_norm
         self.scores = ops.BatchMatMul(transpose_b=True)
         self.weighted_sum = ops.BatchMatMul()
+        self.rotation = rotate_half_matrix(head_dim)
 
     def construct(self, x, cos, sin, mask, kv_cache=None, slot=None):
         """x (B, T, C); cos, sin (T, hs) or (B, 1, T, hs); mask bool (T, S) or (B, T, S), True = may attend.
@@ -86,8 +87,8 @@ class CausalSelfAttention(nn.Cell):
         k = k.transpose(0, 2, 1, 3)  # (B, nkv, T, hs)
         v = self.v_proj(x).reshape(B, T, nkv, hs).transpose(0, 2, 1, 3)  # (B, nkv, T, hs)
         cos, sin = ops.cast(cos, q.dtype), ops.cast(sin, q.dtype)
-        q = apply_rotary(q, cos, sin) * self.scale
-        k = apply_rotary(k, cos, sin)
+        q = apply_rotary(q, cos, sin, self.rotation) * self.scale
+        k = apply_rotary(k, cos, sin, self.rotation)
         if kv_cache is None:
             return self._attend(q, k, v, mask)
         k_cache, v_cache = kv_cache

@@ -177,8 +177,26 @@ def rotate_half(x):
     return ops.concat((-x[..., half:], x[..., :half]), -1)
 
 
-def apply_rotary(x, cos, sin):
-    """Rotate x (B, nh, T, hs) by position: cos and sin are (T, hs) in x's dtype."""
+def rotate_half_matrix(head_dim: int) -> Tensor:
+    """The (hs, hs) signed permutation P with x @ P == rotate_half(x)."""
+    half = head_dim // 2
+    p = np.zeros((head_dim, head_dim), np.float32)
+    p[np.arange(half) + half, np.arange(half)] = -1.0
+    p[np.arange(half), np.arange(half) + half] = 1.0
+    return Tensor(p)
+
+
+def apply_rotary(x, cos, sin, rotation=None):
+    """Rotate x (B, nh, T, hs) by position: cos and sin are (T, hs) in x's dtype.
+
+    With `rotation` (rotate_half_matrix(hs)) and one token per row (decode), rotate_half is one tiny matmul
+    instead of two slices, a negation and a concat: a decode step is bound by per-kernel cost, and CPU
+    StridedSlice is slow. It is exact: every product but one per output is by 0.
+    """
+    if rotation is not None and x.shape[2] == 1:
+        shape = x.shape
+        turned = ops.matmul(x.reshape(-1, shape[-1]), ops.cast(rotation, x.dtype)).reshape(shape)
+        return x * cos + turned * sin
     return x * cos + rotate_half(x) * sin
 
 

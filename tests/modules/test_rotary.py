@@ -4,6 +4,7 @@ import pytest
 from mindspore import Tensor
 
 from mindformers.modules import RotaryEmbedding, apply_rotary, rope_tables
+from mindformers.modules.rotary import rotate_half_matrix
 
 
 pytestmark = pytest.mark.usefixtures("pynative_mode")
@@ -32,6 +33,16 @@ def test_apply_rotary_matches_complex_rotation():
     assert cos.shape == (7, 16)
     out = apply_rotary(Tensor(x), cos, sin).asnumpy()
     np.testing.assert_allclose(out, np_rope(x), atol=1e-5)
+
+
+def test_decode_rotation_by_matmul_is_exact():
+    """One token per row (decode) rotates with a signed-permutation matmul; it must equal the slicing path."""
+    rng = np.random.default_rng(1)
+    x = Tensor(rng.standard_normal((2, 8, 1, 64)).astype(np.float32) * 30)
+    cos, sin = (Tensor(t[None, None, 17:18].astype(np.float32)) for t in rope_tables(64, 32))
+    by_matmul = apply_rotary(x, cos, sin, rotate_half_matrix(64)).asnumpy()
+    np.testing.assert_array_equal(by_matmul, apply_rotary(x, cos, sin).asnumpy())
+    np.testing.assert_allclose(by_matmul[..., 0, :], np_rope(x.asnumpy(), positions=[17])[..., 0, :], atol=1e-4)
 
 
 def test_scores_depend_only_on_relative_position():
