@@ -18,6 +18,7 @@ from mindspore.train import Callback
 
 from ..core.callback import CallbackParams
 from ..core.context import build_context
+from ..models.llama.llama import packed_positions_and_mask
 from ..tools.paths import resolve_repo_path
 from ..tools.register import MindFormerModuleType as T
 from ..tools.register import MindFormerRegister, build_from_config
@@ -511,13 +512,21 @@ def _check_columns_fit(dataset, network):
 
 
 def score_dataset(network, dataset) -> dict:
-    """Mean next-token loss, perplexity and token count of `network` over a (B, S+1) dataset."""
+    """Mean next-token loss, perplexity and token count of `network` over a (B, S+1) dataset.
+
+    Scored as training scores: targets from a `labels` column when there is one (so -100 prompt and padding
+    tokens are not counted), and with a `position_ids` column (eod_reset or packed finetune data) positions
+    restart and attention stays inside each document or sample."""
+    columns = dataset.get_col_names()
+    if "position_ids" in columns and not hasattr(network, "forward_positions"):
+        raise ValueError(f"eval data has a position_ids column (eod_reset / packing) but {type(network).__name__} "
+                         f"cannot take explicit positions; evaluate on data without it")
     scorer = _TokenLoss(network, int(getattr(network.config, "ignore_token_id", -100)))
     was_training = network.training
     network.set_train(False)
     total, count = 0.0, 0
-    for (input_ids, *_) in dataset.create_tuple_iterator(num_epochs=1):
-        loss_sum, n = scorer(input_ids)
+    for row in dataset.create_dict_iterator(num_epochs=1):
+        loss_sum, n = scorer(row["input_ids"], row.get("labels"), row.get("position_ids"))
         total += float(loss_sum.asnumpy())
         count += int(n.asnumpy())
     network.set_train(was_training)
@@ -558,16 +567,21 @@ class _EvalDuringTraining(Callback):
 
 
 class _TokenLoss(nn.Cell):
-    """Sum of next-token cross-entropy and the number of scored tokens for a (B, S+1) batch."""
+    """Sum of next-token cross-entropy and the number of scored tokens for a (B, S+1) batch (targets from
+    `labels` when given; explicit, per-document `position_ids` when given)."""
 
     def __init__(self, network, ignore_index: int):
         super().__init__(auto_prefix=False)  # keep the model's parameter names as they are
         self.network = network
         self.ignore_index = ignore_index
 
-    def construct(self, input_ids):
-        logits = self.network(input_ids[:, :-1]).astype(ms.float32)  # (B, S, V)
-        labels = input_ids[:, 1:]
+    def construct(self, input_ids, labels=None, position_ids=None):
+        if position_ids is None:
+            logits = self.network(input_ids[:, :-1]).astype(ms.float32)  # (B, S, V)
+        else:
+            positions, mask = packed_positions_and_mask(position_ids[:, :-1])
+            logits = self.network.forward_positions(input_ids[:, :-1], positions, mask).astype(ms.float32)
+        labels = (input_ids if labels is None else labels)[:, 1:]
         ignored = labels == self.ignore_index
         mask = (~ignored).astype(ms.float32)
         safe = ops.select(ignored, ops.zeros_like(labels), labels).astype(ms.int32)

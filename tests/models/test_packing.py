@@ -61,6 +61,36 @@ def test_training_loss_with_position_ids_is_the_per_document_loss():
     assert abs(packed - expected) < 1e-5
 
 
+def test_eval_scores_labels_and_packed_positions_as_training_does():
+    """score_dataset (eval, eval during training) takes targets from a labels column and per-document
+    positions from a position_ids column, so a packed finetune set scores each sample alone, answers only."""
+    import mindspore.dataset as ds
+    from mindformers.trainer.causal_lm import score_dataset
+    ms.set_seed(2)
+    net = LlamaForCausalLM(LlamaConfig(**TINY))
+    rng = np.random.default_rng(2)
+    a, b = rng.integers(3, 64, 8), rng.integers(3, 64, 9)
+    ids = np.concatenate([a, b]).astype(np.int32)[None]
+    labels = ids.copy()
+    labels[0, :4] = IGNORE  # a's prompt
+    labels[0, 8:11] = IGNORE  # b's prompt
+    positions = np.concatenate([np.arange(8), np.arange(9)]).astype(np.int32)[None]
+
+    def logp_of(doc):
+        logits = net(Tensor(doc[None, :-1].astype(np.int32))).asnumpy()[0]
+        logits = logits - logits.max(-1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    # targets: a[1:] and b[1:] where labelled; a's last token would predict b[0], which is b's prompt (ignored)
+    picked = [logp_of(a)[t - 1, a[t]] for t in range(4, 8)] + [logp_of(b)[t - 1, b[t]] for t in range(3, 9)]
+    expected = -np.mean(picked)
+    result = score_dataset(net, ds.NumpySlicesDataset({"input_ids": ids, "labels": labels,
+                                                       "position_ids": positions}, shuffle=False).batch(1))
+    assert result["tokens"] == len(picked) == int((labels[0, 1:] != IGNORE).sum())
+    assert abs(result["loss"] - expected) < 1e-5
+    unlabelled = score_dataset(net, ds.NumpySlicesDataset({"input_ids": ids}, shuffle=False).batch(1))
+    assert unlabelled["tokens"] == 16  # every next token, one attention span
+
+
 def test_pack_samples_layout():
     samples = []
     for n_prompt, n_resp in ((3, 2), (2, 4), (4, 4)):
