@@ -9,7 +9,10 @@ plan without code of its own:
 - column parallel (output rows split over mp): q/k/v, gate/up projections (and their biases);
 - row parallel (input columns split over mp): o_proj, down_proj; MindSpore adds the all-reduce;
 - vocabulary parallel: embed_tokens (unless vocab_emb_dp) and lm_head rows over mp;
-- everything else (norms, routers, low-rank MLA down projections) is replicated.
+- everything else (norms, routers, low-rank MLA down projections) is replicated, and so is GLM-4's fused
+  gate_up_proj: it stacks gate rows over up rows, so a contiguous split would give one rank only gate rows and
+  another only up rows, while each rank needs matching slices of both (MindSpore redistributes its output for
+  the row-parallel down_proj).
 Decoder layer L sits on pipeline stage L * pp // num_layers; embeddings on the first stage, the final norm and
 lm_head on the last. The plan is plain data (a JSON strategy file), used to check a layout before any device
 is touched, to set MindSpore shard strategies (`apply_plan`, semi-auto parallel on Ascend), and to slice
@@ -23,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 FORMAT = "mindformers-shard-plan/1"
 AXES = ("pp", "dp", "cp", "mp")
 
-_COLUMN = re.compile(r"\.(q_proj|k_proj|v_proj|gate_proj|up_proj|gate_up_proj|q_b_proj|kv_b_proj|wqkv|w1|w3)"
+_COLUMN = re.compile(r"\.(q_proj|k_proj|v_proj|gate_proj|up_proj|q_b_proj|kv_b_proj|wqkv|w1|w3)"
                      r"\.(weight|bias)$")
 _ROW = re.compile(r"\.(o_proj|down_proj|wo|w2)\.weight$")
 _EMBEDDING = re.compile(r"(^|\.)(embed_tokens|tok_embeddings)\.weight$")

@@ -77,6 +77,14 @@ def test_model_divisibility_errors(llama, cfg, message):
         ShardPlan.for_network(llama, MeshLayout.from_config(cfg))
 
 
+def test_glm4_fused_gate_up_is_replicated():
+    from mindformers.models.glm4.glm4 import Glm4Config, Glm4ForCausalLM
+    net = Glm4ForCausalLM(Glm4Config(**{**TINY, "num_layers": 1}))
+    plan = ShardPlan.for_network(net, layout(mp=2))
+    assert plan.params["model.layers.0.mlp.gate_up_proj.weight"].split == (None, None)
+    assert plan.params["model.layers.0.mlp.down_proj.weight"].split == (None, "mp")
+
+
 def test_experts_spread_over_expert_parallel_groups():
     net = Qwen3MoeForCausalLM(Qwen3MoeConfig(**{**TINY, "num_layers": 1}, num_experts=4, num_experts_per_tok=2,
                                              moe_intermediate_size=16))
