@@ -7,6 +7,20 @@ from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 
+# Up to this many elements, a tensor is "small" (a decode step's activations): the private buffers an implicitly
+# broadcasting CPU kernel keeps are then negligible, while each extra BroadcastTo kernel costs time in a decode
+# step, which is bound by per-kernel cost. Larger tensors broadcast explicitly (see RMSNorm).
+SMALL_TENSOR = 1 << 16
+
+
+def is_small(shape) -> bool:
+    """Whether a tensor of `shape` is small (see SMALL_TENSOR); constant at graph compile time."""
+    size = 1
+    for dim in shape:
+        size *= dim
+    return size <= SMALL_TENSOR
+
+
 class Linear(nn.Cell):
     """y = x W^T + b with W stored (out, in) like torch.nn.Linear, computed in `compute_dtype`."""
 
@@ -57,8 +71,13 @@ class RMSNorm(nn.Cell):
     def construct(self, x):
         dtype = x.dtype
         x = ops.cast(x, self.compute_dtype)
-        x = x * ops.rsqrt(ops.mean(ops.square(x), -1, keep_dims=True) + self.eps)
-        return ops.cast(x * ops.cast(self.weight, self.compute_dtype), dtype)
+        if is_small(x.shape):
+            x = x * ops.rsqrt(ops.mean(ops.square(x), -1, keep_dims=True) + self.eps)
+            return ops.cast(x * ops.cast(self.weight, self.compute_dtype), dtype)
+        # Broadcasts are explicit: an implicitly broadcasting Mul keeps private buffers of ~4x its output per
+        # kernel on CPU (forward and backward, every norm), BroadcastTo + Mul only borrows the memory pool.
+        x = x * ops.broadcast_to(ops.rsqrt(ops.mean(ops.square(x), -1, keep_dims=True) + self.eps), x.shape)
+        return ops.cast(x * ops.broadcast_to(ops.cast(self.weight, self.compute_dtype), x.shape), dtype)
 
 
 def llama_ffn_hidden_size(hidden_size: int, multiple_of: int = 256,

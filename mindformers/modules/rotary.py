@@ -186,18 +186,31 @@ def rotate_half_matrix(head_dim: int) -> Tensor:
     return Tensor(p)
 
 
-def apply_rotary(x, cos, sin, rotation=None):
-    """Rotate x (B, nh, T, hs) by position: cos and sin are (T, hs) in x's dtype.
+def position_rotations(cos, sin, identity, rotation):
+    """(B, hs, hs) matrices R = diag(cos) + P diag(sin), one per row, with x @ R == apply_rotary(x, cos, sin) for
+    one token per row (cos, sin (B, 1, 1, hs); `identity` and `rotation` (P) constant (hs, hs)). A decode step
+    builds them once and rotates q and k with one batched matmul each, instead of four kernels each."""
+    B, hs = cos.shape[0], cos.shape[-1]
+    return identity * cos.reshape(B, 1, hs) + rotation * sin.reshape(B, 1, hs)
 
-    With `rotation` (rotate_half_matrix(hs)) and one token per row (decode), rotate_half is one tiny matmul
-    instead of two slices, a negation and a concat: a decode step is bound by per-kernel cost, and CPU
-    StridedSlice is slow. It is exact: every product but one per output is by 0.
+
+def apply_rotary(x, cos, sin, rotation=None):
+    """Rotate x (B, nh, T, hs) by position: cos and sin are (T, hs) or (B, 1, T, hs) in x's dtype.
+
+    With `rotation` (rotate_half_matrix(hs)), rotate_half is one small matmul instead of two slices, a negation
+    and a concat: fewer kernels for a decode step (bound by per-kernel cost; CPU StridedSlice is slow), and in
+    training a smaller graph to compile and differentiate (the slices' gradients are zero-filled full-size
+    tensors). It is exact: every product but one per output is by 0.
     """
-    if rotation is not None and x.shape[2] == 1:
-        shape = x.shape
-        turned = ops.matmul(x.reshape(-1, shape[-1]), ops.cast(rotation, x.dtype)).reshape(shape)
-        return x * cos + turned * sin
-    return x * cos + rotate_half(x) * sin
+    if x.shape[2] > 1:
+        # Explicit broadcasts: an implicitly broadcasting Mul keeps private buffers of ~4x its output per
+        # kernel on CPU; BroadcastTo + Mul only borrows the memory pool.
+        cos, sin = ops.broadcast_to(cos, x.shape), ops.broadcast_to(sin, x.shape)
+    if rotation is None:
+        return x * cos + rotate_half(x) * sin
+    shape = x.shape
+    turned = ops.matmul(x.reshape(-1, shape[-1]), ops.cast(rotation, x.dtype)).reshape(shape)
+    return x * cos + turned * sin
 
 
 class RotaryEmbedding(nn.Cell):

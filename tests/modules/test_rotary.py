@@ -4,7 +4,7 @@ import pytest
 from mindspore import Tensor
 
 from mindformers.modules import RotaryEmbedding, apply_rotary, rope_tables
-from mindformers.modules.rotary import rotate_half_matrix
+from mindformers.modules.rotary import position_rotations, rotate_half_matrix
 
 
 pytestmark = pytest.mark.usefixtures("pynative_mode")
@@ -43,6 +43,13 @@ def test_decode_rotation_by_matmul_is_exact():
     by_matmul = apply_rotary(x, cos, sin, rotate_half_matrix(64)).asnumpy()
     np.testing.assert_array_equal(by_matmul, apply_rotary(x, cos, sin).asnumpy())
     np.testing.assert_allclose(by_matmul[..., 0, :], np_rope(x.asnumpy(), positions=[17])[..., 0, :], atol=1e-4)
+    # a decode step's per-row rotation matrices (rows at different positions, as with left padding)
+    tables = rope_tables(64, 32)
+    cos, sin = (Tensor(np.stack([t[17], t[5]])[:, None, None].astype(np.float32)) for t in tables)
+    rot = position_rotations(cos, sin, Tensor(np.eye(64, dtype=np.float32)), rotate_half_matrix(64)).asnumpy()
+    rotated = np.einsum("bhd,bde->bhe", x.asnumpy()[:, :, 0], rot)
+    np.testing.assert_allclose(rotated, apply_rotary(x, cos, sin).asnumpy()[:, :, 0], rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(rotated[1], np_rope(x.asnumpy()[1], positions=[5])[:, 0], atol=1e-4)
 
 
 def test_scores_depend_only_on_relative_position():

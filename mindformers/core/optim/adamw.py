@@ -76,6 +76,10 @@ class AdamW(nn.Optimizer):
         self.fused = tuple(not self.amsgrad and m.dtype == p.dtype and (self.decoupled or d == 0.0)
                            for p, m, d in zip(self._parameters, self.moments1, self.decays))
         self.fused_update = ops.AdamWeightDecay()
+        # The fused kernel's lr, eps and decay depend on the step, the group's lr and the decay only: computed once
+        # per distinct value in construct instead of once per parameter (a smaller graph to compile).
+        self._distinct_decays = tuple(sorted(set(self.decays)))
+        self._decay_index = tuple(self._distinct_decays.index(d) for d in self.decays)
         self._beta1_t = Tensor(self.beta1, ms.float32)
         self._beta2_t = Tensor(self.beta2, ms.float32)
 
@@ -91,23 +95,23 @@ class AdamW(nn.Optimizer):
         self.assignadd(self.global_step, self.global_step_increase_tensor)
         bias_correction1 = -ops.expm1(step * self._log_beta1)
         bias_correction2_sqrt = ops.sqrt(-ops.expm1(step * self._log_beta2))
+        # Bias corrections folded into the fused kernel's lr, eps and decay (see the class docstring).
+        kernel_eps = self.eps * bias_correction2_sqrt
+        kernel_decays = [wd * bias_correction1 / bias_correction2_sqrt for wd in self._distinct_decays]
+        shared_lr = None if self.is_group_lr else lr * bias_correction2_sqrt / bias_correction1
         for i in range(len(self._parameters)):  # unrolled at compile time
             param_lr = lr[i] if self.is_group_lr else lr
             if self.fused[i]:
-                self._fused_update(self._parameters[i], self.moments1[i], self.moments2[i], gradients[i], param_lr,
-                                   self.decays[i], bias_correction1, bias_correction2_sqrt)
+                kernel_lr = param_lr * bias_correction2_sqrt / bias_correction1 if self.is_group_lr else shared_lr
+                self._fused_update(self._parameters[i], self.moments1[i], self.moments2[i], gradients[i], kernel_lr,
+                                   kernel_eps, kernel_decays[self._decay_index[i]])
             else:
                 self._update(self._parameters[i], self.moments1[i], self.moments2[i], self.max_moments2[i],
                              gradients[i], param_lr, self.decays[i], bias_correction1, bias_correction2_sqrt)
         return True
 
-    def _fused_update(self, param, exp_avg, exp_avg_sq, grad, lr, weight_decay, bias_correction1,
-                      bias_correction2_sqrt):
-        # Fold the bias corrections into the kernel's lr, eps and decay (see the class docstring).
-        kernel_lr = lr * bias_correction2_sqrt / bias_correction1
-        kernel_eps = self.eps * bias_correction2_sqrt
-        kernel_decay = weight_decay * bias_correction1 / bias_correction2_sqrt
-        g = ops.cast(grad, param.dtype)
+    def _fused_update(self, param, exp_avg, exp_avg_sq, grad, kernel_lr, kernel_eps, kernel_decay):
+        g = grad if grad.dtype == param.dtype else ops.cast(grad, param.dtype)
         if self.maximize:
             g = -g
         self.fused_update(param, exp_avg, exp_avg_sq, kernel_lr, self._beta1_t, self._beta2_t, kernel_eps,

@@ -206,12 +206,13 @@ class LlamaForCausalLM(nn.Cell):
     def prefill(self, input_ids, positions, mask, kv_caches):
         """Run the prompt (B, P) into empty caches: last-position fp32 logits (B, vocab) and the caches."""
         h, kv_caches = self.model(input_ids, positions, mask, kv_caches)
-        return self._head(h[:, -1:])[:, 0], kv_caches
+        return self._head(h[:, -1:]).reshape(h.shape[0], -1), kv_caches
 
     def decode(self, input_ids, positions, mask, kv_caches, slot):
         """One token per row (B, 1) written at cache slot `slot` ((S,) one-hot): logits (B, vocab), caches."""
         h, kv_caches = self.model(input_ids, positions, mask, kv_caches, slot)
-        return self._head(h)[:, 0], kv_caches
+        # reshape, not [:, 0]: T is 1, and CPU StridedSlice took 1.9 ms on these logits (a tenth of the step)
+        return self._head(h).reshape(h.shape[0], -1), kv_caches
 
     def construct(self, input_ids, labels=None, position_ids=None):
         """Training: `position_ids` (B, S+1), when given, restart at 0 at each packed document or sample; tokens
