@@ -151,8 +151,13 @@ class PreTrainedTokenizerFast(PreTrainedTokenizerBase):
         """Token -> id, added tokens included."""
         return self._tokenizer.get_vocab(with_added_tokens=True)
 
+    def _encode(self, texts: List[str], add_special_tokens: bool):
+        # the ids only: encode_batch_fast skips the character offsets (same ids, ~25% faster with 2 threads)
+        fast = getattr(self._tokenizer, "encode_batch_fast", None)
+        return (fast or self._tokenizer.encode_batch)(texts, add_special_tokens=add_special_tokens)
+
     def _encode_plain(self, texts: List[str]) -> List[List[int]]:
-        return [e.ids for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)] if texts else []
+        return [e.ids for e in self._encode(texts, add_special_tokens=False)] if texts else []
 
     def _decode_plain(self, ids: List[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)
@@ -174,7 +179,7 @@ class PreTrainedTokenizerFast(PreTrainedTokenizerBase):
         texts = list(texts)
         if not texts:
             return []
-        return [e.ids for e in self._tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)]
+        return [e.ids for e in self._encode(texts, add_special_tokens=add_special_tokens)]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         text = self._tokenizer.decode(self._checked_ids(ids), skip_special_tokens=skip_special_tokens)
