@@ -21,7 +21,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from itertools import chain
+from itertools import chain, groupby
 from typing import Iterator, List, Optional, Tuple, Union
 
 import numpy as np
@@ -174,10 +174,16 @@ def _encode_chunk(items: list) -> Tuple[np.ndarray, np.ndarray, List[str]]:
     """(all ids of the chunk back to back, per-document lengths, skipped "file:line"s); two arrays pickle far
     faster than many lists. jsonl lines are parsed here, in the worker, so the reading process stays light."""
     tok, eod = _WORKER["tok"], _WORKER["eod"]
-    if items and not isinstance(items[0], str):
-        texts, skipped = _parse_json_lines(items)
-    else:
-        texts, skipped = items, []
+    texts, skipped = [], []
+    # a chunk may span files of both kinds: text documents as they are, each run of jsonl lines parsed at once
+    for is_json, run in groupby(items, key=lambda item: not isinstance(item, str)):
+        run = list(run)
+        if is_json:
+            parsed, bad = _parse_json_lines(run)
+            texts += parsed
+            skipped += bad
+        else:
+            texts += run
     encoded = tok.encode_batch(texts, add_special_tokens=True) if texts else []
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     flat = np.fromiter(chain.from_iterable(encoded), dtype=np.int64, count=int(lengths.sum()))

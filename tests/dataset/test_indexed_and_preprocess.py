@@ -96,6 +96,12 @@ def test_cli_parquet_and_directory_input(tmp_path, tok):
     data = IndexedDataset(str(tmp_path / "p"))
     assert [tok.decode(data[i].tolist(), skip_special_tokens=True) for i in range(4)] == \
         ["one doc", "two doc", "three doc", "four doc"]
+    (src / "c.jsonl").write_text(json.dumps({"text": "five doc"}) + "\n", encoding="utf-8")
+    assert preprocess(["--input", str(src), "--output-prefix", str(tmp_path / "q"), "--config", CONFIG,
+                       "--workers", "1", "--quiet"]) == 0  # one chunk holding text and jsonl documents
+    data = IndexedDataset(str(tmp_path / "q"))
+    assert [tok.decode(data[i].tolist(), skip_special_tokens=True) for i in range(5)] == \
+        ["one doc", "two doc", "three doc", "four doc", "five doc"]
 
 
 def test_cli_mindrecord_and_mind_dataset(tmp_path, tok):
