@@ -21,6 +21,13 @@ def is_small(shape) -> bool:
     return size <= SMALL_TENSOR
 
 
+def expand_to(t, shape):
+    """`t` broadcast explicitly to `shape` for a large tensor (an implicitly broadcasting elementwise kernel
+    keeps private buffers of ~4x its output on CPU; BroadcastTo + a same-shape op only borrows the memory pool),
+    and `t` as it is for a small one (one kernel fewer; see SMALL_TENSOR)."""
+    return t if is_small(shape) else ops.broadcast_to(t, shape)
+
+
 class Linear(nn.Cell):
     """y = x W^T + b with W stored (out, in) like torch.nn.Linear, computed in `compute_dtype`."""
 
@@ -71,13 +78,8 @@ class RMSNorm(nn.Cell):
     def construct(self, x):
         dtype = x.dtype
         x = ops.cast(x, self.compute_dtype)
-        if is_small(x.shape):
-            x = x * ops.rsqrt(ops.mean(ops.square(x), -1, keep_dims=True) + self.eps)
-            return ops.cast(x * ops.cast(self.weight, self.compute_dtype), dtype)
-        # Broadcasts are explicit: an implicitly broadcasting Mul keeps private buffers of ~4x its output per
-        # kernel on CPU (forward and backward, every norm), BroadcastTo + Mul only borrows the memory pool.
-        x = x * ops.broadcast_to(ops.rsqrt(ops.mean(ops.square(x), -1, keep_dims=True) + self.eps), x.shape)
-        return ops.cast(x * ops.broadcast_to(ops.cast(self.weight, self.compute_dtype), x.shape), dtype)
+        x = x * expand_to(ops.rsqrt(ops.mean(ops.square(x), -1, keep_dims=True) + self.eps), x.shape)
+        return ops.cast(x * expand_to(ops.cast(self.weight, self.compute_dtype), x.shape), dtype)
 
 
 def llama_ffn_hidden_size(hidden_size: int, multiple_of: int = 256,

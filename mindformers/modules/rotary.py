@@ -10,6 +10,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from .layers import expand_to
+
 ScalingFactor = Union[float, dict]
 # A scaling type maps (head_dim, theta, max_position, scaling_factor) to the rotation angles
 # (max_position, head_dim // 2) and a magnitude factor applied to cos and sin (YaRN's "mscale"; 1 otherwise).
@@ -198,14 +200,11 @@ def apply_rotary(x, cos, sin, rotation=None):
     """Rotate x (B, nh, T, hs) by position: cos and sin are (T, hs) or (B, 1, T, hs) in x's dtype.
 
     With `rotation` (rotate_half_matrix(hs)), rotate_half is one small matmul instead of two slices, a negation
-    and a concat: fewer kernels for a decode step (bound by per-kernel cost; CPU StridedSlice is slow), and in
-    training a smaller graph to compile and differentiate (the slices' gradients are zero-filled full-size
-    tensors). It is exact: every product but one per output is by 0.
+    and a concat (CPU StridedSlice is slow), and in training a smaller graph to compile and differentiate (the
+    slices' gradients are zero-filled full-size tensors). It is exact: every product but one per output is by 0.
+    (A decode step rotates with `position_rotations` instead.)
     """
-    if x.shape[2] > 1:
-        # Explicit broadcasts: an implicitly broadcasting Mul keeps private buffers of ~4x its output per
-        # kernel on CPU; BroadcastTo + Mul only borrows the memory pool.
-        cos, sin = ops.broadcast_to(cos, x.shape), ops.broadcast_to(sin, x.shape)
+    cos, sin = expand_to(cos, x.shape), expand_to(sin, x.shape)
     if rotation is None:
         return x * cos + rotate_half(x) * sin
     shape = x.shape

@@ -12,7 +12,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from mindformers.modules import apply_rotary
-from mindformers.modules.attention import _MASK_VALUE, mask_scores
+from mindformers.modules.attention import _MASK_VALUE, Softmax, mask_scores
 
 
 def deinterleave_index(rope_dim: int) -> Tensor:
@@ -59,6 +59,7 @@ class MultiLatentAttention(nn.Cell):
         self.o_proj = o_proj
         self.rope_order = deinterleave_index(qk_rope_head_dim) if rope_interleave else None
         self.scores = ops.BatchMatMul(transpose_b=True)
+        self.softmax = Softmax()
         self.weighted_sum = ops.BatchMatMul()
 
     def _rotate(self, x, cos, sin):
@@ -108,6 +109,6 @@ class MultiLatentAttention(nn.Cell):
         att = att + self.scores(q_rot.reshape(B, 1, nh * T, self.rope_dim), k_rot).reshape(B, nh, T, S)
         att = ops.cast(att * self.scale, self.softmax_dtype)
         allowed = mask.reshape((-1, 1) + mask.shape[-2:])  # (1 or B, 1, T, S)
-        att = ops.cast(ops.softmax(mask_scores(att, allowed, self.mask_value), -1), v.dtype)
+        att = ops.cast(self.softmax(mask_scores(att, allowed, self.mask_value)), v.dtype)
         y = self.weighted_sum(att, v)  # (B, nh, T, v)
         return self.o_proj(y.transpose(0, 2, 1, 3).reshape(B, T, nh * self.v_dim))
