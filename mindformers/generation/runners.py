@@ -5,31 +5,46 @@ i of the continuation goes to slot P + i for every row. A row with `pad` leading
 >= pad, and its token at slot s has position s - pad, so a padded row computes exactly what it would alone.
 """
 import weakref
+from collections import OrderedDict
 from typing import Tuple
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 
 
-class _Prefill(nn.Cell):
-    def __init__(self, model):
+class _CachedGraphs(nn.Cell):
+    """The prompt and decode graphs over one KV cache of fixed (batch, slots) shape.
+
+    The cache is a tuple of Parameters that both graphs write in place (see modules.attention.write_kv_cache),
+    so no cache tensor crosses the graph boundary in a step. It is reused by every generate() call of the same
+    shape (prefill rewrites all of it), so one shape's cache is not for two generations at once.
+    """
+
+    def __init__(self, model, batch_size: int, cache_len: int):
         super().__init__(auto_prefix=False)  # keep the model's parameter names as they are
         self.model = model
+        self.caches = ms.ParameterTuple([
+            Parameter(cache, name=f"kv_cache.{layer}.{i}", requires_grad=False)
+            for layer, pair in enumerate(model.init_kv_caches(batch_size, cache_len)) for i, cache in enumerate(pair)])
+
+    def _pairs(self):
+        return tuple((self.caches[i], self.caches[i + 1]) for i in range(0, len(self.caches), 2))
 
     @ms.jit
-    def construct(self, input_ids, positions, mask, kv_caches):
-        return self.model.prefill(input_ids, positions, mask, kv_caches)
-
-
-class _Decode(nn.Cell):
-    def __init__(self, model):
-        super().__init__(auto_prefix=False)  # keep the model's parameter names as they are
-        self.model = model
+    def prefill(self, input_ids, positions, mask):
+        return self.model.prefill(input_ids, positions, mask, self._pairs())[0]
 
     @ms.jit
-    def construct(self, input_ids, positions, mask, kv_caches, slot):
-        return self.model.decode(input_ids, positions, mask, kv_caches, slot)
+    def decode(self, input_ids, positions, mask, slot):
+        return self.model.decode(input_ids, positions, mask, self._pairs(), slot)[0]
+
+    @ms.jit
+    def reorder(self, rows):
+        """Row i of every cache becomes a copy of old row rows[i] (beam search), in place."""
+        for cache in self.caches:
+            ops.assign(cache, ops.gather(cache, rows, 0))
+        return rows
 
 
 class _Forward(nn.Cell):
@@ -44,12 +59,25 @@ class _Forward(nn.Cell):
 
 # Graph wrappers per model, so a second generate() call reuses the compiled graphs (compiling takes seconds).
 _GRAPHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# Cached-decoding graphs (and their caches) kept per model: the most recently used (batch, slots) shapes.
+CACHE_SHAPES_KEPT = 4
 
 
 def _graphs(model) -> dict:
     if model not in _GRAPHS:
-        _GRAPHS[model] = {"prefill": _Prefill(model), "decode": _Decode(model), "forward": _Forward(model)}
+        _GRAPHS[model] = {"forward": _Forward(model), "cached": OrderedDict()}
     return _GRAPHS[model]
+
+
+def _cached_graphs(model, batch_size: int, cache_len: int) -> _CachedGraphs:
+    kept = _graphs(model)["cached"]
+    key = (batch_size, cache_len)
+    if key not in kept:
+        kept[key] = _CachedGraphs(model, batch_size, cache_len)
+        while len(kept) > CACHE_SHAPES_KEPT:
+            kept.popitem(last=False)
+    kept.move_to_end(key)
+    return kept[key]
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -68,10 +96,8 @@ class CachedRunner:
     """Static-KV-cache decoding: `start` runs the prompt graph, each `step` one decode graph call."""
 
     def __init__(self, model, batch_size: int, prompt_len: int, cache_len: int):
-        self.graphs = _graphs(model)
-        self.model = model
+        self.graphs = _cached_graphs(model, batch_size, cache_len)
         self.batch_size, self.prompt_len, self.cache_len = batch_size, prompt_len, cache_len
-        self.kv_caches = None
         self.pad = np.zeros(batch_size, np.int32)
         self.slot = prompt_len  # where the next token goes
 
@@ -80,10 +106,8 @@ class CachedRunner:
         self.pad = pad.astype(np.int32)
         self.slot = self.prompt_len
         positions = np.maximum(np.arange(self.prompt_len)[None] - self.pad[:, None], 0).astype(np.int32)
-        caches = self.model.init_kv_caches(self.batch_size, self.cache_len)
-        logits, self.kv_caches = self.graphs["prefill"](
-            Tensor(input_ids.astype(np.int32)), Tensor(positions), Tensor(prompt_mask(self.pad, self.prompt_len)),
-            ms.mutable(caches))
+        logits = self.graphs.prefill(Tensor(input_ids.astype(np.int32)), Tensor(positions),
+                                     Tensor(prompt_mask(self.pad, self.prompt_len)))
         return logits.asnumpy()
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
@@ -93,16 +117,14 @@ class CachedRunner:
         slots = np.arange(self.cache_len)
         mask = (slots[None, :] <= self.slot) & (slots[None, :] >= self.pad[:, None])  # (B, S)
         positions = (self.slot - self.pad)[:, None].astype(np.int32)  # (B, 1)
-        logits, self.kv_caches = self.graphs["decode"](
-            Tensor(tokens.reshape(-1, 1).astype(np.int32)), Tensor(positions), Tensor(mask[:, None, :]),
-            ms.mutable(self.kv_caches), Tensor(slots == self.slot))
+        logits = self.graphs.decode(Tensor(tokens.reshape(-1, 1).astype(np.int32)), Tensor(positions),
+                                    Tensor(mask[:, None, :]), Tensor(np.array([self.slot], np.int32)))
         self.slot += 1
         return logits.asnumpy()
 
     def reorder(self, rows: np.ndarray):
         """Keep cache rows `rows` (beam search): row i becomes a copy of old row rows[i]."""
-        index = Tensor(rows.astype(np.int32))
-        self.kv_caches = tuple(tuple(ops.gather(c, index, 0) for c in kv) for kv in self.kv_caches)
+        self.graphs.reorder(Tensor(rows.astype(np.int32)))
         self.pad = self.pad[rows]
 
 

@@ -69,8 +69,8 @@ def test_greedy_with_cache_equals_greedy_by_full_forward(model):
 def test_decode_runs_one_graph_per_token(model, monkeypatch):
     runner, prompt_len = make_runner(model, 1, len(PROMPT), 5, use_past=True)
     calls = []
-    decode = runner.graphs["decode"]
-    monkeypatch.setitem(runner.graphs, "decode", lambda *args: calls.append(1) or decode(*args))
+    decode = runner.graphs.decode
+    monkeypatch.setattr(runner.graphs, "decode", lambda *args: calls.append(1) or decode(*args))
     run_steps(runner, prompt_len, [PROMPT], [[4], [5], [6], [7]])
     assert len(calls) == 4
 
@@ -92,3 +92,15 @@ def test_generation_and_scoring_keep_parameter_names(model, tokenizer):
     LogLikelihoodScorer(model, tokenizer)
     _TokenLoss(model, -100)
     assert [p.name for p in model.get_parameters()] == before and before[0] == "model.embed_tokens.weight"
+
+
+def test_cache_graphs_are_reused_per_shape_and_bounded(model, monkeypatch):
+    from mindformers.generation import runners
+    monkeypatch.setattr(runners, "CACHE_SHAPES_KEPT", 2)
+    first, _ = make_runner(model, 1, len(PROMPT), 4, use_past=True)
+    again, _ = make_runner(model, 1, len(PROMPT), 4, use_past=True)
+    assert again.graphs is first.graphs  # same shape: the compiled graphs and their cache Parameters
+    make_runner(model, 2, len(PROMPT), 4, use_past=True)
+    make_runner(model, 3, len(PROMPT), 4, use_past=True)
+    assert len(runners._graphs(model)["cached"]) == 2  # the oldest shape was dropped
+    assert make_runner(model, 1, len(PROMPT), 4, use_past=True)[0].graphs is not first.graphs

@@ -33,14 +33,19 @@ class Full(nn.Cell):
 
 
 class Cached(nn.Cell):
-    def __init__(self, attn):
+    """The attention over a static cache held as Parameters (as the generation runner holds it)."""
+
+    def __init__(self, attn, batch, slots):
         super().__init__()
         self.attn, self.rope = attn, RotaryEmbedding(HS, 64)
+        self.cache = ms.ParameterTuple([ms.Parameter(ops.zeros((batch, NKV, slots, HS), ms.float32), name=name)
+                                        for name in ("k_cache", "v_cache")])
 
-    def construct(self, x, positions, mask, kv_cache, slot=None):
+    def construct(self, x, positions, mask, slot=None):
         cos = ops.gather(self.rope.cos, positions, 0).expand_dims(1)
         sin = ops.gather(self.rope.sin, positions, 0).expand_dims(1)
-        return self.attn(x, cos, sin, mask, kv_cache, slot)
+        y, _ = self.attn(x, cos, sin, mask, (self.cache[0], self.cache[1]), slot)
+        return y
 
 
 @pytest.mark.parametrize("qk_norm", [False, True])
@@ -48,20 +53,22 @@ def test_prefill_then_decode_equals_full_attention(qk_norm):
     attn = make_attention(qk_norm)
     x = np.random.default_rng(1).normal(size=(2, 7, DIM)).astype(np.float32)
     full = Full(attn)(Tensor(x)).asnumpy()
-    cached = Cached(attn)
+    cached = Cached(attn, 2, S)
+    cached.cache[0].set_data(Tensor(np.full((2, NKV, S, HS), 7.0, np.float32)))  # left over from an earlier run
     P = 4
-    cache = (ops.zeros((2, NKV, S, HS), ms.float32), ops.zeros((2, NKV, S, HS), ms.float32))
     pos = np.tile(np.arange(P, dtype=np.int32), (2, 1))
     mask = np.tile(np.tril(np.ones((P, P), bool)), (2, 1, 1))
-    y, cache = cached(Tensor(x[:, :P]), Tensor(pos), Tensor(mask), ms.mutable(cache))
+    y = cached(Tensor(x[:, :P]), Tensor(pos), Tensor(mask))
     np.testing.assert_allclose(y.asnumpy(), full[:, :P], atol=1e-5)
+    assert np.abs(cached.cache[0].asnumpy()[:, :, P:]).max() == 0  # prefill clears what it does not write
     for t in range(P, 7):
-        slot = np.arange(S) == t
         step_mask = np.tile((np.arange(S) <= t)[None, None], (2, 1, 1))
-        y, cache = cached(Tensor(x[:, t:t + 1]), Tensor(np.full((2, 1), t, np.int32)), Tensor(step_mask),
-                          ms.mutable(cache), Tensor(slot))
+        y = cached(Tensor(x[:, t:t + 1]), Tensor(np.full((2, 1), t, np.int32)), Tensor(step_mask),
+                   Tensor(np.array([t], np.int32)))
         np.testing.assert_allclose(y.asnumpy()[:, 0], full[:, t], atol=1e-5)
-    assert np.abs(cache[0].asnumpy()[:, :, 7:]).max() == 0  # unwritten slots stay empty
+    k_cache, v_cache = (c.asnumpy() for c in cached.cache)
+    assert np.abs(k_cache[:, :, :7]).min() > 0 and np.abs(v_cache[:, :, :7]).min() > 0  # every row and head
+    assert np.abs(k_cache[:, :, 7:]).max() == 0 and np.abs(v_cache[:, :, 7:]).max() == 0  # unwritten slots
 
 
 def test_qk_norm_is_per_head_before_rope():

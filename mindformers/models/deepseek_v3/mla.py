@@ -12,7 +12,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from mindformers.modules import apply_rotary
-from mindformers.modules.attention import _MASK_VALUE, Softmax, mask_scores
+from mindformers.modules.attention import _MASK_VALUE, Softmax, mask_scores, write_kv_cache
 
 
 def deinterleave_index(rope_dim: int) -> Tensor:
@@ -30,9 +30,10 @@ class MultiLatentAttention(nn.Cell):
     With a static cache, `kv_cache` is (latent (B, 1, S, kv_lora_rank), rotated key (B, 1, S, qk_rope_head_dim))
     per layer: the compressed latent is cached, not the per-head keys and values, and every call expands the
     cached latents with `kv_b_proj` (S x kv_lora_rank x heads x (nope + v) multiply-adds per decode step; the
-    "absorbed" form that folds kv_b_proj into q and o is future work). Prefill (`slot` None) writes slots
-    [0, T) and attends over the T new tokens; decode (`slot` a (S,) bool one-hot, T = 1) writes one slot and
-    attends over all S slots, exactly as CausalSelfAttention does.
+    "absorbed" form that folds kv_b_proj into q and o is future work). The caches are Parameters written in
+    place (`write_kv_cache`). Prefill (`slot` None) writes slots [0, T) and attends over the T new tokens;
+    decode (`slot` a (1,) int32 slot index, T = 1) writes one slot and attends over all S slots, exactly as
+    CausalSelfAttention does.
     """
 
     def __init__(self, n_heads: int, qk_nope_head_dim: int, qk_rope_head_dim: int, v_head_dim: int,
@@ -82,16 +83,10 @@ class MultiLatentAttention(nn.Cell):
         k_rot = self._rotate(kv[..., self.kv_lora_rank:].reshape(B, 1, T, self.rope_dim), cos, sin)
         if kv_cache is None:
             return self._attend(q_nope, q_rot, latent, k_rot, mask)
-        latent_cache, rope_cache = kv_cache
-        if slot is None:
-            # Prefill: the prompt fills slots [0, T); the rest of the cache stays as given (zeros).
-            latent_cache = ops.concat((ops.cast(latent, latent_cache.dtype), latent_cache[:, :, T:]), 2)
-            rope_cache = ops.concat((ops.cast(k_rot, rope_cache.dtype), rope_cache[:, :, T:]), 2)
+        latent_cache = write_kv_cache(kv_cache[0], latent, slot)
+        rope_cache = write_kv_cache(kv_cache[1], k_rot, slot)
+        if slot is None:  # prefill attends over the prompt's own keys
             return self._attend(q_nope, q_rot, latent, k_rot, mask), (latent_cache, rope_cache)
-        # Decode: a one-hot select writes the new token at a runtime slot while every shape stays static.
-        write = slot.reshape(1, 1, -1, 1)  # (1, 1, S, 1)
-        latent_cache = ops.select(write, ops.cast(latent, latent_cache.dtype), latent_cache)
-        rope_cache = ops.select(write, ops.cast(k_rot, rope_cache.dtype), rope_cache)
         y = self._attend(q_nope, q_rot, ops.cast(latent_cache, latent.dtype), ops.cast(rope_cache, k_rot.dtype),
                          mask)
         return y, (latent_cache, rope_cache)

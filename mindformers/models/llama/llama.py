@@ -92,8 +92,8 @@ class LlamaModel(nn.Cell):
         """Hidden states (B, T, C); with `kv_caches` (a (k, v) pair per layer) also the updated caches.
 
         Training calls it with input_ids only (positions 0..T-1, causal mask). Generation passes positions
-        (B, T) int (left-padded rows start later), a bool mask (B, T, S) and, to decode, a (S,) bool `slot`
-        (see CausalSelfAttention).
+        (B, T) int (left-padded rows start later), a bool mask (B, T, S) and, to decode, a (1,) int32 cache `slot`
+        (see CausalSelfAttention; the caches are Parameters written in place).
         """
         T = input_ids.shape[1]
         x = ops.cast(self.embed_tokens(input_ids), self.compute_dtype)  # (B, T, C)
@@ -193,7 +193,8 @@ class LlamaForCausalLM(nn.Cell):
         return ops.cast(self.lm_head(h), ms.float32)
 
     def init_kv_caches(self, batch_size: int, cache_len: int) -> tuple:
-        """Zeroed static KV cache: a (k, v) pair of (B, n_kv_heads, cache_len, head_dim) per layer."""
+        """Zeroed static KV cache: a (k, v) pair of (B, n_kv_heads, cache_len, head_dim) per layer (the
+        generation runner holds them as Parameters, which prefill and decode write in place)."""
         c = self.config
         shape = (batch_size, c.n_kv_heads, cache_len, c.head_dim)
         dtype = DTYPES[c.compute_dtype]
@@ -209,7 +210,7 @@ class LlamaForCausalLM(nn.Cell):
         return self._head(h[:, -1:]).reshape(h.shape[0], -1), kv_caches
 
     def decode(self, input_ids, positions, mask, kv_caches, slot):
-        """One token per row (B, 1) written at cache slot `slot` ((S,) one-hot): logits (B, vocab), caches."""
+        """One token per row (B, 1) written at cache slot `slot` ((1,) int32): logits (B, vocab), caches."""
         h, kv_caches = self.model(input_ids, positions, mask, kv_caches, slot)
         # reshape, not [:, 0]: T is 1, and CPU StridedSlice took 1.9 ms on these logits (a tenth of the step)
         return self._head(h).reshape(h.shape[0], -1), kv_caches
