@@ -6,7 +6,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from .layers import is_small
+from .layers import broadcast, is_small, row_reduce
 from .rotary import apply_rotary, position_rotations, rotate_half_matrix
 
 # Added to masked scores: half the most negative finite value per softmax dtype. Masked scores underflow to
@@ -28,7 +28,7 @@ def mask_scores(att, allowed, mask_value):
     if is_small(att.shape):  # a decode step: one select kernel instead of four (see layers.SMALL_TENSOR)
         return ops.select(allowed, att, mask_value)
     bias = ops.cast(ops.logical_not(allowed), att.dtype) * ops.cast(mask_value, att.dtype)
-    return att + ops.broadcast_to(bias, att.shape)
+    return att + broadcast(bias, att.shape)
 
 
 def causal_mask(seq_len: int):
@@ -73,15 +73,15 @@ class Softmax(nn.Cell):
 
     MindSpore's own softmax gradient, (dout - sum(dout * y)) * y, subtracts a (..., 1) tensor from a full one;
     on CPU such an implicitly broadcasting kernel keeps private buffers of ~4x its output (~125 MB per layer
-    for (4, 8, 512, 512) scores). Same formula, with the broadcast as its own BroadcastTo.
+    for (4, 8, 512, 512) scores). Same formula, with the broadcast as its own kernel (layers.broadcast).
     """
 
     def construct(self, x):
         return ops.softmax(x, -1)
 
     def bprop(self, x, out, dout):
-        inner = (dout * out).sum(-1, keepdims=True)
-        return ((dout - ops.broadcast_to(inner, out.shape)) * out,)
+        inner = row_reduce(dout * out)
+        return ((dout - broadcast(inner, out.shape)) * out,)
 
 
 class CausalSelfAttention(nn.Cell):

@@ -4,6 +4,7 @@ from typing import Union
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from mindformers.modules.layers import row_reduce
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from .loss_scale import build_loss_scaler
@@ -77,7 +78,8 @@ class MFTrainOneStepCell(nn.Cell):
         else:
             loss, grads = self._accumulate(inputs, scale)
         grads = self.grad_reducer(grads)
-        squares = ops.stack([ops.square(ops.cast(g, ms.float32)).sum() for g in grads])
+        # summed row by row first: a CPU reduction straight to a scalar is ~4x slower (see layers.row_reduce)
+        squares = ops.stack([row_reduce(ops.square(ops.cast(g, ms.float32))).sum() for g in grads])
         global_norm = ops.sqrt(squares.sum()) / scale
         # A NaN/Inf anywhere makes the norm non-finite, so one check covers every gradient.
         overflow = ops.logical_not(ops.isfinite(global_norm))
