@@ -9,7 +9,7 @@ from typing import Tuple
 import mindspore as ms
 from mindspore import nn, ops
 
-from .layers import Linear
+from .layers import Linear, broadcast, expand_to
 
 # Hugging Face attribute names of an expert's (gate, up, down) projections per family.
 EXPERT_NAMES = {
@@ -69,10 +69,10 @@ def mix_experts(x, combine, experts, bmm, compute_dtype):
     def stacked(index):
         return ops.stack([ops.cast(expert.projections()[index].weight, compute_dtype) for expert in experts])
 
-    xe = ops.broadcast_to(x.expand_dims(0), (len(experts),) + x.shape)  # (E, N, C)
+    xe = broadcast(x, (len(experts),) + x.shape)  # (E, N, C)
     h = ops.silu(bmm(xe, stacked(0))) * bmm(xe, stacked(1))  # (E, N, F)
     y = bmm(h, stacked(2))  # (E, N, C)
-    return (y * ops.cast(combine.T, y.dtype).expand_dims(-1)).sum(0)
+    return (y * expand_to(ops.cast(combine.T, y.dtype).expand_dims(-1), y.shape)).sum(0)
 
 
 class MoE(nn.Cell):
