@@ -3,6 +3,7 @@
     python bench/train.py --size tiny            # seconds; CI runs this size to keep the script working
     python bench/train.py --size 55m             # the issue's reference config (minutes)
     python bench/train.py --size 135m --steps 6
+    python bench/train.py --size 55m --gemm-floor  # also the step's matmul-only bound (bench/gemm_floor.py)
 
 Every implementation runs in its own subprocess (so peak RSS is its own) on the same Llama config, the same
 initial weights (ours, copied into HF by parameter name) and the same token batches, with AdamW (lr 1e-4,
@@ -163,6 +164,9 @@ def main():
     p.add_argument("--size", choices=sorted(SIZES), default="tiny")
     p.add_argument("--steps", type=int, default=None, help="train steps per implementation (default by size)")
     p.add_argument("--impl", nargs="+", choices=IMPLS, default=list(IMPLS))
+    p.add_argument("--gemm-floor", action="store_true",
+                   help="also time the step's GEMMs alone (bench/gemm_floor.py): "
+                        "the tokens/s no fp32 step here can beat")
     p.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     args = p.parse_args()
     steps = args.steps or {"tiny": 8, "55m": 8, "135m": 5}[args.size]
@@ -197,6 +201,27 @@ def main():
         mfu = speed * cfg.flops_per_token() / peak
         print(f"| {LABELS[impl]} | {speed:.0f} | {ratio} | {mfu:.1%} | {row['rss']:.2f} | {row['times'][0]:.1f} | "
               f"{row['losses'][0]:.4f} -> {row['losses'][-1]:.4f} |")
+    if args.gemm_floor:
+        print_gemm_floor(args.size, tokens_per_step, rows)
+
+
+def print_gemm_floor(size: str, tokens_per_step: int, rows: dict):
+    """The matmul-only bound of this step, measured after the runs, against each implementation's speed."""
+    import gemm_floor
+    out = subprocess.run([sys.executable, gemm_floor.__file__, "--size", size, "--json"], capture_output=True,
+                         text=True, env=dict(os.environ, GLOG_v="3"))
+    last = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not last:
+        print(f"\nGEMM floor: failed (exit {out.returncode}): {out.stderr.strip().splitlines()[-1:]}")
+        return
+    result = json.loads(last[-1])
+    print()
+    gemm_floor.print_table(result)
+    bound = tokens_per_step / result["floor_s"]
+    for impl, row in rows.items():
+        if "error" not in row:
+            speed = tokens_per_step / statistics.median(row["times"][1:] or row["times"])
+            print(f"  the bound is {bound / speed:.2f}x {LABELS[impl]}")
 
 
 if __name__ == "__main__":
