@@ -1,4 +1,6 @@
 """Sets up MindSpore from the `context`, `seed` and `use_parallel` keys of a config."""
+import hashlib
+import json
 import logging
 import os
 import random
@@ -60,6 +62,13 @@ def build_context(config) -> dict:
         ms.set_context(memory_optimize_level=memory_level)
     if ctx.get("max_device_memory") and device != "CPU":
         ms.set_memory(max_size=ctx.pop("max_device_memory"))
+    cache_enabled, cache_base = ctx.pop("enable_compile_cache", None), ctx.pop("compile_cache_path", None)
+    if cache_enabled:
+        use_compile_cache(config, cache_base or os.path.join(config.get("output_dir") or "./output", "compile_cache"))
+    elif _CACHE_ENV_SET:  # an earlier config in this process turned it on: this one did not ask for it
+        for name in _CACHE_ENV_SET:
+            os.environ.pop(name, None)
+        _CACHE_ENV_SET.clear()
     for key in list(ctx):
         if key in ACCELERATOR_ONLY and device == "CPU":
             logger.info("context.%s applies to Ascend/GPU only; not used on CPU", key)
@@ -80,6 +89,53 @@ def build_context(config) -> dict:
                            "this run uses one device", layout.device_num, layout.dp, layout.mp, layout.pp, layout.cp)
     set_seed(seed)
     return {"device_target": device, "mode": mode, "rank_id": rank_id, "device_num": device_num}
+
+
+# the compile-cache environment variables this process set (cleared again for a config without the cache)
+_CACHE_ENV_SET = set()
+# Keys that do not change the compiled graphs: runs that differ only in these share a compile cache.
+_NOT_IN_GRAPH = ("output_dir", "load_checkpoint", "resume_training", "remote_save_url", "src_strategy_path_or_dir",
+                 "callbacks", "seed", "context.compile_cache_path", "context.enable_compile_cache")
+
+
+def compile_cache_dir(config, base: str) -> str:
+    """`base`/<fingerprint of the config and of this package's code>.
+
+    MindSpore's compile cache checks a saved graph only against the entry script and the files it imports from
+    outside site-packages: a run with another model config (or another mindformers version, when installed)
+    would load the old graph and train it without a word. Keying the directory on everything that shapes the
+    graphs makes such a run compile afresh, in its own directory.
+    """
+    import mindspore as ms
+    settings = json.loads(json.dumps(dict(config), sort_keys=True, default=str))
+    for dotted in _NOT_IN_GRAPH:
+        *parents, leaf = dotted.split(".")
+        node = settings
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    digest.update(ms.__version__.encode())
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for root, dirs, files in sorted(os.walk(package)):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                with open(os.path.join(root, name), "rb") as f:
+                    digest.update(f.read())
+    return os.path.join(base, digest.hexdigest()[:16])
+
+
+def use_compile_cache(config, base: str):
+    """Turn on MindSpore's compile cache in a directory keyed by `compile_cache_dir` (through the environment
+    variables MindSpore reads; its set_context keys for this are deprecated)."""
+    path = compile_cache_dir(config, base)
+    for name, value in (("MS_COMPILER_CACHE_ENABLE", "1"), ("MS_COMPILER_CACHE_PATH", path)):
+        if name not in os.environ or name in _CACHE_ENV_SET:
+            _CACHE_ENV_SET.add(name)
+        os.environ[name] = value
+    logger.info("compile cache: %s (a later run with the same config and code skips most of the compile)", path)
 
 
 def set_seed(seed: int):
