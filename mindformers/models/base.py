@@ -77,7 +77,8 @@ class TokenNLL(nn.Cell):
     def bprop(self, logits, targets, out, dout):
         grad = self.softmax(logits) * broadcast(dout, logits.shape)
         rows = ops.arange(targets.shape[0], dtype=targets.dtype).reshape(-1, 1)
-        grad = ops.tensor_scatter_sub(grad, ops.concat((rows, targets), 1), dout.reshape(-1))
+        # x + (-d) equals x - d exactly; TensorScatterSub is deprecated from MindSpore 2.10
+        grad = ops.tensor_scatter_add(grad, ops.concat((rows, targets), 1), -dout.reshape(-1))
         return grad, ops.zeros_like(targets)
 
 
