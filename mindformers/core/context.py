@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import random
+import sys
 
 import numpy as np
 
@@ -102,9 +103,9 @@ def compile_cache_dir(config, base: str) -> str:
     """`base`/<fingerprint of the config and of this package's code>.
 
     MindSpore's compile cache checks a saved graph only against the entry script and the files it imports from
-    outside site-packages: a run with another model config (or another mindformers version, when installed)
-    would load the old graph and train it without a word. Keying the directory on everything that shapes the
-    graphs makes such a run compile afresh, in its own directory.
+    outside site-packages: a run with another model config, another mindformers version (when installed) or
+    changed --register_path components would load the old graph and train it without a word. Keying the
+    directory on everything that shapes the graphs makes such a run compile afresh, in its own directory.
     """
     import mindspore as ms
     settings = json.loads(json.dumps(dict(config), sort_keys=True, default=str))
@@ -118,12 +119,14 @@ def compile_cache_dir(config, base: str) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     digest.update(ms.__version__.encode())
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for root, dirs, files in sorted(os.walk(package)):
-        dirs.sort()
-        for name in sorted(files):
-            if name.endswith(".py"):
-                with open(os.path.join(root, name), "rb") as f:
-                    digest.update(f.read())
+    sources = [os.path.join(root, name) for root, _, files in os.walk(package) for name in files
+               if name.endswith(".py")]
+    # modules loaded with --register_path (user components; tools.register names them mf_user_*)
+    sources += [m.__file__ for name, m in list(sys.modules.items())
+                if name.startswith("mf_user_") and getattr(m, "__file__", None)]
+    for path in sorted(sources):
+        with open(path, "rb") as f:
+            digest.update(f.read())
     return os.path.join(base, digest.hexdigest()[:16])
 
 

@@ -82,3 +82,15 @@ def test_second_run_loads_the_cache_and_another_config_does_not(tmp_path):
     stderr, other = train(2)
     assert "Use the compilation cache" not in stderr and other != losses
     assert len(os.listdir(tmp_path / "cache")) == 2
+
+
+def test_directory_follows_register_path_components(tmp_path, monkeypatch):
+    import types
+    user = tmp_path / "my_model.py"
+    user.write_text("X = 1\n")
+    module = types.ModuleType("mf_user_my_model")
+    module.__file__ = str(user)
+    monkeypatch.setitem(sys.modules, "mf_user_my_model", module)
+    before = compile_cache_dir(config(), "/c")
+    user.write_text("X = 2\n")
+    assert compile_cache_dir(config(), "/c") != before
