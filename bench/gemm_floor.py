@@ -34,7 +34,7 @@ def step_gemms(size: str):
     """[(name, count per step, batch, M, K, N)]: every matmul of one training step of the `size` config."""
     s, c = SIZES[size], model_config(size)
     tokens, T = s["batch"] * s["seq"], s["seq"]
-    hs = c.hidden_size // c.num_heads
+    hs = c.head_dim
     rep = c.num_heads // c.n_kv_heads
     L = c.num_layers
     C, F = c.hidden_size, c.intermediate_size
