@@ -178,15 +178,10 @@ def main():
     s = SIZES[args.size]
     cfg = model_config(args.size)
     tokens_per_step = s["batch"] * s["seq"]
-    rows = {}
-    for impl in args.impl:
-        out = subprocess.run([sys.executable, __file__, "--size", args.size, "--steps", str(steps), "--worker", impl],
-                             capture_output=True, text=True, env=dict(os.environ, GLOG_v="3"))
-        last = [line for line in out.stdout.splitlines() if line.startswith("{")]
-        rows[impl] = json.loads(last[-1]) if out.returncode == 0 and last else \
-            {"error": f"failed (exit {out.returncode}): {out.stderr.strip().splitlines()[-1:]}"}
-    base = rows.get("torch_eager", {}).get("times")
-    base_speed = tokens_per_step / statistics.median(base[1:]) if base and len(base) > 1 else None
+    rows = {impl: run_json([__file__, "--size", args.size, "--steps", str(steps), "--worker", impl])
+            for impl in args.impl}
+    base = rows.get("torch_eager", {})
+    base_speed = tokens_per_s(base, tokens_per_step) if len(base.get("times", ())) > 1 else None
     print(f"\nLlama {args.size}: {cfg.num_params() / 1e6:.1f}M params, batch {s['batch']} x seq {s['seq']}, "
           f"fp32, {steps} steps, {os.cpu_count()} CPUs; MFU peak {peak / 1e9:.0f} GFLOP/s ({how})")
     print("| implementation | tokens/s | vs PyTorch eager | MFU | peak RSS (GiB) | first step (s) "
@@ -196,7 +191,7 @@ def main():
         if "error" in row:
             print(f"| {LABELS[impl]} | {row['error']} | | | | | |")
             continue
-        speed = tokens_per_step / statistics.median(row["times"][1:] or row["times"])
+        speed = tokens_per_s(row, tokens_per_step)
         ratio = f"{speed / base_speed:.2f}x" if base_speed else "-"
         mfu = speed * cfg.flops_per_token() / peak
         print(f"| {LABELS[impl]} | {speed:.0f} | {ratio} | {mfu:.1%} | {row['rss']:.2f} | {row['times'][0]:.1f} | "
@@ -208,20 +203,30 @@ def main():
 def print_gemm_floor(size: str, tokens_per_step: int, rows: dict):
     """The matmul-only bound of this step, measured after the runs, against each implementation's speed."""
     import gemm_floor
-    out = subprocess.run([sys.executable, gemm_floor.__file__, "--size", size, "--json"], capture_output=True,
-                         text=True, env=dict(os.environ, GLOG_v="3"))
-    last = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode != 0 or not last:
-        print(f"\nGEMM floor: failed (exit {out.returncode}): {out.stderr.strip().splitlines()[-1:]}")
+    result = run_json([gemm_floor.__file__, "--size", size, "--json"])
+    if "error" in result:
+        print(f"\nGEMM floor: {result['error']}")
         return
-    result = json.loads(last[-1])
     print()
     gemm_floor.print_table(result)
     bound = tokens_per_step / result["floor_s"]
     for impl, row in rows.items():
         if "error" not in row:
-            speed = tokens_per_step / statistics.median(row["times"][1:] or row["times"])
-            print(f"  the bound is {bound / speed:.2f}x {LABELS[impl]}")
+            print(f"  the bound is {bound / tokens_per_s(row, tokens_per_step):.2f}x {LABELS[impl]}")
+
+
+def run_json(argv) -> dict:
+    """Run `python argv...` quietly and return the last JSON object it printed, or {"error": ...}."""
+    out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=dict(os.environ, GLOG_v="3"))
+    last = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode == 0 and last:
+        return json.loads(last[-1])
+    return {"error": f"failed (exit {out.returncode}): {out.stderr.strip().splitlines()[-1:]}"}
+
+
+def tokens_per_s(row: dict, tokens_per_step: int) -> float:
+    """Median speed over the steps after the first (which compiles), or the only step's."""
+    return tokens_per_step / statistics.median(row["times"][1:] or row["times"])
 
 
 if __name__ == "__main__":
