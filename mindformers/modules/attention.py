@@ -51,7 +51,7 @@ def write_kv_cache(cache, new, slot=None):
         return ops.assign(cache, ops.concat((new, ops.zeros((B, H, cache.shape[2] - T, D), cache.dtype)), 2))
     # (B, H, 1, 3) indices [row, head, slot]; identical in every layer, so the graph computes them once
     grid = ops.stack(ops.meshgrid(ops.arange(B, dtype=ms.int32), ops.arange(H, dtype=ms.int32), indexing="ij"), -1)
-    index = ops.concat((grid.reshape(B, H, 1, 2), ops.broadcast_to(slot.reshape(1, 1, 1, 1), (B, H, 1, 1))), -1)
+    index = ops.concat((grid.reshape(B, H, 1, 2), broadcast(slot.reshape(1, 1, 1, 1), (B, H, 1, 1))), -1)
     return ops.scatter_nd_update(cache, index, new)
 
 
