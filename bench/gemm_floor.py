@@ -141,7 +141,9 @@ def print_table(result: dict):
         shape = f"{batch} x {M} x {K} x {N}" if batch > 1 else f"{M} x {K} x {N}"
         print(f"| {r['name']} | {r['count']} | {shape} | " + " | ".join(cells) + " |")
     tokens = result["tokens_per_step"]
-    print(f"\nall GEMMs of one step: MindSpore {total['mindspore_s']:.2f} s, PyTorch {total['torch_s']:.2f} s; "
+    have_torch = all(r["torch_s"] is not None for r in result["rows"])
+    reference = f"PyTorch {total['torch_s']:.2f} s" if have_torch else "PyTorch not installed"
+    print(f"\nall GEMMs of one step: MindSpore {total['mindspore_s']:.2f} s, {reference}; "
           f"the faster per shape: {result['floor_s']:.2f} s = at most {tokens / result['floor_s']:.0f} tokens/s "
           f"for any fp32 implementation of this step here")
 
