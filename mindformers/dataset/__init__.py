@@ -5,7 +5,10 @@ from .instruct import AlpacaInstructDataHandler, CommonDataLoader
 from .indexed import IndexedDataLoader, IndexedDataset, IndexedDatasetWriter
 from .mindrecord import MindDataset
 from .blended import BlendedDataLoader
+from .hf_dataloader import HFDataLoader
+from .megatron import BlendedMegatronDatasetDataLoader, GPTDataset
 
 __all__ = ["TextDataLoader", "CausalLanguageModelDataset", "EpochShardSampler", "cache_dir", "split_documents",
            "CommonDataLoader", "AlpacaInstructDataHandler", "IndexedDataLoader", "IndexedDataset",
-           "IndexedDatasetWriter", "MindDataset", "BlendedDataLoader"]
+           "IndexedDatasetWriter", "MindDataset", "BlendedDataLoader", "HFDataLoader",
+           "BlendedMegatronDatasetDataLoader", "GPTDataset"]

@@ -10,12 +10,12 @@ from mindformers.tools.register import MindFormerModuleType, MindFormerRegister,
 
 from .indexed import reset_positions
 
-# Upstream dataset_config keys. numa_enable and prefetch_size only matter on Ascend; output_columns only
-# renames upstream's eod_reset columns, whose order here is fixed; python_multiprocessing is moot with the
-# single generator worker used here. These four are accepted and unused.
-_CONFIG_KEYS = ("data_loader", "input_columns", "output_columns", "batch_size", "drop_remainder", "repeat",
-                "num_parallel_workers", "python_multiprocessing", "numa_enable", "prefetch_size", "seed",
-                "eod_reset", "eod_token_id", "dynamic_batch", "divisor", "remainder")
+# Upstream dataset_config keys. numa_enable, prefetch_size and python_multiprocessing are speed settings that the
+# config schema logs as having no effect here; output_columns must equal the columns served.
+_CONFIG_KEYS = ("data_loader", "input_columns", "output_columns", "construct_args_key", "column_order",
+                "batch_size", "drop_remainder", "repeat", "num_parallel_workers", "python_multiprocessing",
+                "numa_enable", "prefetch_size", "seed", "eod_reset", "eod_token_id", "dynamic_batch", "divisor",
+                "remainder", "auto_tune", "autotune_per_step", "filepath_prefix", "profile")
 EOD_RESET_COLUMNS = ["input_ids", "labels", "position_ids"]
 
 
@@ -111,6 +111,23 @@ def _dynamic_padding(columns, cfg):
     return cut
 
 
+def _select_columns(dataset, columns, cfg):
+    """Upstream's construct_args_key (or column_order): the columns handed to the model, in that order;
+    output_columns must name the columns served."""
+    for key in ("output_columns",):
+        if cfg.get(key) and list(cfg[key]) != columns:
+            raise ValueError(f"train_dataset.{key}: {list(cfg[key])} but the data gives {columns}; remove the key "
+                             f"or make it equal")
+    wanted = cfg.get("construct_args_key") or cfg.get("column_order")
+    if not wanted:
+        return dataset
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise ValueError(f"train_dataset.construct_args_key names {missing}, which the data does not give (it gives "
+                         f"{columns}); list only those columns")
+    return dataset.project(list(wanted)) if list(wanted) != columns else dataset
+
+
 @MindFormerRegister.register(MindFormerModuleType.DATASET)
 class CausalLanguageModelDataset:
     """Causal language model pretraining dataset (upstream name); constructing it returns a mindspore Dataset.
@@ -152,8 +169,9 @@ class CausalLanguageModelDataset:
 
         loader = cfg["data_loader"]
         if isinstance(loader, str) or hasattr(loader, "keys"):
-            loader = build_from_config(loader, MindFormerModuleType.DATASET_LOADER,
-                                       tokenizer=tokenizer, seq_length=seq_length, seed=seed)
+            # loaders that serve several columns (HFDataLoader, Megatron) check input_columns as column_names
+            loader = build_from_config(loader, MindFormerModuleType.DATASET_LOADER, tokenizer=tokenizer,
+                                       seq_length=seq_length, seed=seed, column_names=cfg.get("input_columns"))
         if vocab_size and hasattr(loader, "max_token_id"):
             # pre-tokenized data (indexed, MindRecord) may come from another tokenizer: out-of-range ids would
             # not fail on every device, they would train on garbage
@@ -162,7 +180,7 @@ class CausalLanguageModelDataset:
                 raise ValueError(f"CausalLanguageModelDataset: {loader.dataset_dir} holds token id {top} but "
                                  f"model_config.vocab_size is {vocab_size}; the data was tokenized with another "
                                  f"vocabulary (re-run preprocess_data with the model's tokenizer)")
-        columns = list(cfg.get("input_columns") or ["input_ids"])
+        columns = list(getattr(loader, "column_names", None) or cfg.get("input_columns") or ["input_ids"])
         if cfg.get("eod_reset"):
             eod = cfg.get("eod_token_id")
             eod = eod if eod is not None else getattr(tokenizer, "eos_token_id", None)
@@ -181,7 +199,8 @@ class CausalLanguageModelDataset:
                 f"{len(loader)} samples of seq_length + 1 tokens, too few for one batch: batch_size {batch_size} "
                 f"on {device_num} device(s) needs {need} samples" +
                 (f" ({need * (loader.seq_length + 1)} tokens; it has {loader.num_tokens})"
-                 if hasattr(loader, "num_tokens") else ""))
+                 if hasattr(loader, "num_tokens") else "") +
+                (f" ({loader.data_summary})" if hasattr(loader, "data_summary") else ""))
 
         workers = max(1, min(int(cfg.get("num_parallel_workers", 8)), os.cpu_count() or 1))
         # One generator worker: a sample is a numpy slice, and more Python workers only add contention
@@ -193,5 +212,6 @@ class CausalLanguageModelDataset:
                                     per_batch_map=_dynamic_padding(columns, cfg))
         else:
             dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
+        dataset = _select_columns(dataset, columns, cfg)
         repeat = int(cfg.get("repeat", 1))
         return dataset.repeat(repeat) if repeat > 1 else dataset

@@ -153,9 +153,8 @@ class IndexedDataLoader:
     `data_path` is the file prefix (without .bin/.idx). Shuffling is a permutation seeded by (seed, epoch).
     """
 
-    def __init__(self, data_path: str, seq_length: int, shuffle: bool = False, seed: int = 0, tokenizer=None,
+    def __init__(self, data_path: str, seq_length: int, shuffle: bool = False, seed: int = 0,
                  dataset_dir: Optional[str] = None):
-        del tokenizer  # the ids are already tokenized; accepted because the dataset passes it to every loader
         path = data_path or dataset_dir
         if not path:
             raise ValueError("IndexedDataLoader needs data_path: the prefix of a .bin/.idx pair")

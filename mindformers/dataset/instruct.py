@@ -8,7 +8,8 @@
         shuffle: True
         handler:
           - type: AlpacaInstructDataHandler
-            prompt_template: alpaca      # alpaca | plain
+            prompt_template: alpaca      # alpaca | plain | chatml | ...
+            columns: {prompt: question, response: answer}   # optional: the file's own field names
       input_columns: ["input_ids", "labels"]
 
 `AlpacaInstructDataHandler` turns {instruction, input?, output} rows into (input_ids, labels) of seq_length + 1
@@ -17,18 +18,21 @@ follows with eos; labels are -100 on every prompt token and on padding, so only 
 `packing: pad` on the loader packs several samples per sequence (in order, padding the rest) and adds a
 position_ids column that restarts at each sample, so attention and loss stay within a sample; use
 input_columns: ["input_ids", "labels", "position_ids"].
-Truncation (explicit, `truncation`): 'response' cuts the response's tail first and then the prompt's head
-(keeping at least one response token), 'drop' skips the sample; skips are counted and logged.
+Truncation (`truncation`, every handler): 'response' (default; upstream also truncates) cuts the answers'
+tails first and then the prompt's head, keeping at least one answer token; 'drop' skips the example. The
+loader logs how many were truncated or dropped, and why. `columns:` / `tags:` map a file's own field names
+(LLaMA-Factory's dataset_info.json vocabulary, see rows.py).
 """
-import json
 import logging
 import os
-from typing import List, Optional, Tuple
+from collections import Counter
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..tools.paths import resolve_repo_path
 from ..tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
+from .rows import Columns, Tags, read_rows
 
 logger = logging.getLogger("mindformers")
 IGNORE = -100
@@ -62,203 +66,252 @@ def render_turn(template: dict, instruction: str, input_text: str = "", system_b
                                    system_block=system_block)
 
 
-def read_rows(path: str, kind: Optional[str] = None) -> List[dict]:
-    """Rows of a .json (a list of objects), .jsonl or .parquet file; errors name the file and line."""
-    path = resolve_repo_path(path, "data_files")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"data_files {path} does not exist")
-    kind = kind if kind in ("json", "parquet") else ("parquet" if path.endswith(".parquet") else "json")
-    if kind == "parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow") from None
-        rows = pq.read_table(path).to_pylist()
-    else:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        if text.lstrip().startswith("["):
-            try:
-                rows = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-        else:
-            rows = []
-            for line_no, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
-    if not rows:
-        raise ValueError(f"{path}: no samples")
-    bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
-    if bad:
-        raise ValueError(f"{path}: sample {bad} is not a JSON object")
-    return rows
+TRUNCATION = ("response", "drop")
+TOO_LONG = "longer than seq_length + 1 (truncation: drop)"
+EMPTY = "with an empty answer"
+ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history",
+                  "system": "system"}
+SHAREGPT_COLUMNS = {"messages": "conversations", "system": "system"}
+PAIRWISE_COLUMNS = {"prompt": "prompt", "query": "input", "chosen": "chosen", "rejected": "rejected",
+                    "history": "history", "messages": "conversations", "system": "system"}
+
+
+class _Handler:
+    """What every handler shares: the length budget, truncation, and counts of examples cut or dropped."""
+
+    def __init__(self, owner: str, tokenizer, seq_length: int, truncation: str):
+        if truncation not in TRUNCATION:
+            raise ValueError(f"{owner}.truncation must be 'response' or 'drop', got {truncation!r}")
+        self.tokenizer, self.length, self.truncation = tokenizer, int(seq_length) + 1, truncation
+        self.truncated, self.dropped = 0, Counter()   # dropped: reason -> examples
+
+    def fit(self, prompt: Tuple[list, list], answers: List[Tuple[list, list]]) -> Optional[List[tuple]]:
+        """Padded (ids, labels) of the prompt followed by each answer, cut to seq_length + 1; None if dropped.
+
+        Every answer starts with a learned token. Truncation cuts each answer to what is left after the prompt
+        (at least one token), then the prompt's head, so all answers share one prompt and keep their masks.
+        """
+        p_ids, p_labels = prompt
+        if len(p_ids) + max(len(ids) for ids, _ in answers) > self.length:
+            if self.truncation == "drop":
+                self.dropped[TOO_LONG] += 1
+                return None
+            self.truncated += 1
+            keep = max(1, self.length - len(p_ids))
+            answers = [(ids[:keep], labels[:keep]) for ids, labels in answers]
+            room = self.length - max(len(ids) for ids, _ in answers)
+            if len(p_ids) > room:
+                p_ids, p_labels = p_ids[len(p_ids) - room:], p_labels[len(p_labels) - room:]
+        out = []
+        for ids, labels in answers:
+            row_ids = np.full(self.length, self.tokenizer.pad_token_id or 0, np.int32)
+            row_labels = np.full(self.length, IGNORE, np.int32)
+            n = len(p_ids) + len(ids)
+            row_ids[:n], row_labels[:n] = p_ids + ids, p_labels + labels
+            out.append((row_ids, row_labels))
+        return out
+
+
+def _history(value, where: str) -> List[Tuple[str, str]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(h, (list, tuple)) and len(h) == 2 for h in value):
+        raise ValueError(f"{where}: history must be a list of [instruction, response] pairs")
+    return [(str(q).strip(), str(a).strip()) for q, a in value]
+
+
+def _text(value, column: str, where: str) -> str:
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"{where}: columns.{column} must hold text, got a {type(value).__name__}")
+    return "" if value is None else str(value)
 
 
 @MindFormerRegister.register(MindFormerModuleType.DATA_HANDLER)
-class AlpacaInstructDataHandler:
-    """{instruction, input?, output} -> (input_ids, labels) with the prompt masked out of the loss."""
+class AlpacaInstructDataHandler(_Handler):
+    """{instruction, input?, output, system?, history?} -> (input_ids, labels) with the prompt masked out.
+
+    `columns` maps prompt / query / response / history / system to other field names.
+    """
 
     def __init__(self, tokenizer=None, seq_length: int = 0, prompt_template: str = "alpaca",
-                 truncation: str = "response", output_columns: Optional[List[str]] = None, padding: bool = True):
+                 truncation: str = "response", columns: Optional[Dict[str, str]] = None,
+                 output_columns: Optional[List[str]] = None, padding: bool = True):
+        super().__init__("AlpacaInstructDataHandler", tokenizer, seq_length, truncation)
         if prompt_template not in TEMPLATES:
             raise ValueError(f"AlpacaInstructDataHandler.prompt_template '{prompt_template}' is not one of "
                              f"{', '.join(TEMPLATES)}")
-        if truncation not in ("response", "drop"):
-            raise ValueError(f"AlpacaInstructDataHandler.truncation must be 'response' or 'drop', got {truncation!r}")
+        if output_columns is not None and list(output_columns) != ["input_ids", "labels"]:
+            raise ValueError(f"AlpacaInstructDataHandler.output_columns: the handler gives ['input_ids', 'labels'], "
+                             f"got {output_columns!r}")
         if not padding:
             raise ValueError("AlpacaInstructDataHandler.padding: False (dynamic shapes) is not supported: rows are "
                              "padded to seq_length + 1 so one graph compiles once")
-        self.tokenizer, self.seq_length = tokenizer, int(seq_length)
-        self.template, self.truncation = TEMPLATES[prompt_template], truncation
-        self.skipped = 0
+        self.template = TEMPLATES[prompt_template]
+        self.columns = Columns("AlpacaInstructDataHandler", columns, ALPACA_COLUMNS, ("prompt", "response"))
 
     def encode(self, row: dict, where: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        missing = [k for k in ("instruction", "output") if k not in row]
-        if missing:
-            raise ValueError(f"{where}: missing {missing}; alpaca rows need instruction, output (input, system and "
-                             f"history optional)")
+        get = self.columns.get
+        instruction, response = _text(get(row, "prompt", where), "prompt", where).strip(), \
+            _text(get(row, "response", where), "response", where).strip()
+        if not response:
+            self.dropped[EMPTY] += 1
+            return None
         t = self.template
-        system = str(row.get("system") or t.get("default_system") or "").strip()
-        history = row.get("history") or []
-        if not isinstance(history, list) or not all(isinstance(h, (list, tuple)) and len(h) == 2 for h in history):
-            raise ValueError(f"{where}: history must be a list of [instruction, response] pairs")
+        system = _text(get(row, "system", where), "system", where).strip() or t.get("default_system", "")
         system_text = t["system"].format(system=system) if system and t["system"] else ""
         block = t["system_in_user"].format(system=system) if system and "system_in_user" in t else ""
         prompt = system_text
-        for q, a in history:  # earlier turns are context: masked like the prompt
-            prompt += render_turn(t, str(q).strip(), system_block=block) + str(a).strip() + t["end"]
+        for q, a in _history(get(row, "history", where), where):  # earlier turns are context: masked
+            prompt += render_turn(t, q, system_block=block) + a + t["end"]
             block = ""
-        prompt += render_turn(t, str(row["instruction"]).strip(), str(row.get("input") or "").strip(), block)
+        prompt += render_turn(t, instruction, _text(get(row, "query", where), "query", where).strip(), block)
         prompt_ids = self.tokenizer.encode(prompt)
-        response_ids = self.tokenizer.encode(str(row["output"]).strip() + t["end"].rstrip(" \n"),
-                                             add_special_tokens=False)
+        response_ids = self.tokenizer.encode(response + t["end"].rstrip(" \n"), add_special_tokens=False)
         response_ids = response_ids + [self.tokenizer.eos_token_id]
-        length = self.seq_length + 1
-        if len(prompt_ids) + len(response_ids) > length:
-            if self.truncation == "drop":
-                self.skipped += 1
-                return None
-            response_ids = response_ids[:max(1, length - len(prompt_ids))]
-            prompt_ids = prompt_ids[len(prompt_ids) + len(response_ids) - length:] \
-                if len(prompt_ids) + len(response_ids) > length else prompt_ids
-        ids = np.full(length, self.tokenizer.pad_token_id or 0, np.int32)
-        labels = np.full(length, IGNORE, np.int32)
-        n = len(prompt_ids) + len(response_ids)
-        ids[:n] = prompt_ids + response_ids
-        labels[len(prompt_ids):n] = response_ids
-        return ids, labels
+        out = self.fit((prompt_ids, [IGNORE] * len(prompt_ids)), [(response_ids, response_ids)])
+        return None if out is None else out[0]
 
 
-_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-          "bing": "assistant", "bard": "assistant", "model": "assistant", "system": "system"}
+def render_tokens(tokenizer, template: str, messages: List[dict], where: str) -> Tuple[List[int], List[int], int]:
+    """(ids, labels, where the last answer starts) of a chat rendered with `template`: every assistant turn
+    (and the eos after a final one) is learned, everything else is -100."""
+    from ..generation import apply_chat_template
+
+    def render(part, generation_prompt):
+        return tokenizer.encode(apply_chat_template(part, tokenizer, chat_template=template,
+                                                    add_generation_prompt=generation_prompt))
+
+    ids, labels, start = [], [], 0
+    for i, message in enumerate(messages):
+        before = render(messages[:i], message["role"] == "assistant") if i else []
+        after = render(messages[:i + 1], False)
+        if after[:len(before)] != before:
+            raise ValueError(f"{where}: the chat template does not render turns as a growing prefix; "
+                             f"use another template")
+        if message["role"] == "assistant":
+            ids, labels = ids + before[len(ids):], labels + [IGNORE] * (len(before) - len(labels))
+            start, new = len(ids), after[len(before):]
+            ids, labels = ids + new, labels + new
+        else:
+            new = after[len(ids):]
+            ids, labels = ids + new, labels + [IGNORE] * len(new)
+    if messages[-1]["role"] == "assistant" and tokenizer.eos_token_id is not None:
+        ids, labels = ids + [tokenizer.eos_token_id], labels + [tokenizer.eos_token_id]
+    return ids, labels, start
+
+
+def _with_system(messages: List[dict], system, where: str) -> List[dict]:
+    system = _text(system, "system", where).strip()
+    if system and messages[0]["role"] != "system":
+        return [{"role": "system", "content": system}] + messages
+    return messages
 
 
 @MindFormerRegister.register(MindFormerModuleType.DATA_HANDLER)
-class SharegptDataHandler:
-    """{conversations: [{from, value}, ...]} (sharegpt) -> (input_ids, labels), loss on every assistant turn.
+class SharegptDataHandler(_Handler):
+    """{conversations: [{from, value}, ...], system?} (sharegpt) -> (input_ids, labels), loss on assistant turns.
 
-    Roles: human/user -> user, gpt/assistant/model/... -> assistant, system -> system (`roles` adds more).
-    The conversation is rendered with `chat_template` (a jinja2 string), else the tokenizer's chat template,
-    else the plain "User: ... / Assistant: ..." layout of the chat CLI; each assistant turn's tokens (and the
-    eos after the last one) are learned, everything else is -100. Conversations longer than seq_length + 1
-    keep their first turns up to the limit (a cut assistant turn still counts), or are dropped with
-    truncation: drop.
+    Roles: human/user -> user, gpt/assistant/model/... -> assistant, system -> system (`roles` or `tags`
+    add more). The conversation is rendered with `chat_template` (a jinja2 string), else the tokenizer's chat
+    template, else the plain "User: ... / Assistant: ..." layout of the chat CLI; each assistant turn's tokens
+    (and the eos after the last one) are learned, everything else is -100. `columns` maps messages / system,
+    `tags` the message keys and role values (LLaMA-Factory's names).
     """
 
     def __init__(self, tokenizer=None, seq_length: int = 0, chat_template: Optional[str] = None,
-                 roles: Optional[dict] = None, truncation: str = "response", column: str = "conversations"):
+                 roles: Optional[dict] = None, truncation: str = "response", columns: Optional[Dict[str, str]] = None,
+                 tags: Optional[Dict[str, str]] = None):
         from ..chat import PLAIN_TEMPLATE
-        if truncation not in ("response", "drop"):
-            raise ValueError(f"SharegptDataHandler.truncation must be 'response' or 'drop', got {truncation!r}")
-        self.tokenizer, self.seq_length, self.truncation, self.column = tokenizer, int(seq_length), truncation, column
+        super().__init__("SharegptDataHandler", tokenizer, seq_length, truncation)
         self.template = chat_template or getattr(tokenizer, "chat_template", None) or PLAIN_TEMPLATE
-        self.roles = {**_ROLES, **(roles or {})}
-        self.skipped = 0
-
-    def _render(self, messages, generation_prompt: bool) -> List[int]:
-        from ..generation import apply_chat_template
-        return self.tokenizer.encode(apply_chat_template(messages, self.tokenizer, chat_template=self.template,
-                                                         add_generation_prompt=generation_prompt))
+        self.columns = Columns("SharegptDataHandler", columns, SHAREGPT_COLUMNS, ("messages",))
+        self.tags = Tags("SharegptDataHandler", tags, roles)
 
     def encode(self, row: dict, where: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        turns = row.get(self.column)
+        turns = self.columns.get(row, "messages", where)
         if not isinstance(turns, list) or not turns:
-            raise ValueError(f"{where}: needs a non-empty '{self.column}' list of {{from, value}} turns")
-        messages = []
-        for t in turns:
-            role = self.roles.get(str(t.get("from", t.get("role", ""))).lower()) if isinstance(t, dict) else None
-            if role is None or not isinstance(t.get("value", t.get("content")), str):
-                raise ValueError(f"{where}: turn {t!r} needs from (one of {', '.join(sorted(self.roles))}) and value")
-            messages.append({"role": role, "content": t.get("value", t.get("content"))})
-        if not any(m["role"] == "assistant" for m in messages):
+            raise ValueError(f"{where}: '{self.columns.fields['messages']}' must be a non-empty list of turns")
+        messages = _with_system([self.tags.message(t, where) for t in turns],
+                                self.columns.get(row, "system", where), where)
+        answers = [m["content"] for m in messages if m["role"] == "assistant"]
+        if not answers:
             raise ValueError(f"{where}: no assistant turn to learn from")
-        ids, labels = [], []
-        for i, message in enumerate(messages):
-            before = self._render(messages[:i], message["role"] == "assistant") if i else []
-            after = self._render(messages[:i + 1], False)
-            if after[:len(before)] != before:
-                raise ValueError(f"{where}: the chat template does not render turns as a growing prefix; "
-                                 f"use another template")
-            new = after[len(ids):] if message["role"] != "assistant" else after[len(before):]
-            if message["role"] == "assistant":
-                ids, labels = ids + before[len(ids):], labels + [IGNORE] * (len(before) - len(labels))
-                ids, labels = ids + new, labels + new
-            else:
-                ids, labels = ids + new, labels + [IGNORE] * len(new)
-        if messages[-1]["role"] == "assistant" and self.tokenizer.eos_token_id is not None:
-            ids, labels = ids + [self.tokenizer.eos_token_id], labels + [self.tokenizer.eos_token_id]
-        length = self.seq_length + 1
-        if len(ids) > length:
-            if self.truncation == "drop" or all(v == IGNORE for v in labels[:length]):
-                self.skipped += 1
-                return None
-            ids, labels = ids[:length], labels[:length]
-        out_ids = np.full(length, self.tokenizer.pad_token_id or 0, np.int32)
-        out_labels = np.full(length, IGNORE, np.int32)
-        out_ids[:len(ids)], out_labels[:len(labels)] = ids, labels
-        return out_ids, out_labels
+        if not any(a.strip() for a in answers):
+            self.dropped[EMPTY] += 1
+            return None
+        ids, labels, _ = render_tokens(self.tokenizer, self.template, messages, where)
+        first = next((i for i, v in enumerate(labels) if v != IGNORE), None)
+        if first is None:  # the template rendered no answer token and there is no eos to learn
+            self.dropped[EMPTY] += 1
+            return None
+        out = self.fit((ids[:first], labels[:first]), [(ids[first:], labels[first:])])
+        return None if out is None else out[0]
 
 
 @MindFormerRegister.register(MindFormerModuleType.DATA_HANDLER)
-class PairwiseDataHandler:
+class PairwiseDataHandler(_Handler):
     """Preference pairs -> (chosen_ids, chosen_labels, rejected_ids, rejected_labels).
 
-    Rows are {prompt, chosen, rejected} (strings), or sharegpt-style {conversations: [...], chosen: {from,
-    value}, rejected: {from, value}}. Both answers follow the same rendered prompt (SharegptDataHandler's
-    layout and masking); a pair where either side does not fit seq_length + 1 is skipped and counted.
+    Rows are {prompt, input?, history?, system?, chosen, rejected} (strings), or sharegpt-style
+    {conversations: [...], chosen, rejected} where an answer may be a {from, value} message. Both answers
+    follow the same rendered prompt (SharegptDataHandler's layout and masking); truncation cuts both answers
+    to the same budget and the shared prompt's head, so the pair keeps one prompt. `columns` / `tags` as in
+    the other handlers.
     """
 
     def __init__(self, tokenizer=None, seq_length: int = 0, chat_template: Optional[str] = None,
-                 roles: Optional[dict] = None):
-        self.turns = SharegptDataHandler(tokenizer, seq_length, chat_template, roles, truncation="drop")
+                 roles: Optional[dict] = None, truncation: str = "response", columns: Optional[Dict[str, str]] = None,
+                 tags: Optional[Dict[str, str]] = None):
+        from ..chat import PLAIN_TEMPLATE
+        super().__init__("PairwiseDataHandler", tokenizer, seq_length, truncation)
+        self.template = chat_template or getattr(tokenizer, "chat_template", None) or PLAIN_TEMPLATE
+        self.columns = Columns("PairwiseDataHandler", columns, PAIRWISE_COLUMNS, ("chosen", "rejected"))
+        self.tags = Tags("PairwiseDataHandler", tags, roles)
 
-    @property
-    def skipped(self) -> int:
-        return self.turns.skipped
+    def _conversation(self, row: dict, where: str) -> List[dict]:
+        c = self.columns
+        if c.has(row, "messages") or "messages" in c.named:
+            turns = c.get(row, "messages", where)
+            if not isinstance(turns, list) or not turns:
+                raise ValueError(f"{where}: '{c.fields['messages']}' must be a non-empty list of turns")
+            messages = [self.tags.message(t, where) for t in turns]
+        elif c.has(row, "prompt") or "prompt" in c.named:
+            messages = []
+            for q, a in _history(c.get(row, "history", where), where):
+                messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            query = _text(c.get(row, "query", where), "query", where).strip()
+            prompt = _text(c.get(row, "prompt", where), "prompt", where).strip()
+            messages.append({"role": "user", "content": prompt + (f"\n{query}" if query else "")})
+        else:
+            raise ValueError(f"{where}: a pairwise row needs '{c.fields['prompt']}' (columns.prompt) or "
+                             f"'{c.fields['messages']}' (columns.messages) besides chosen and rejected; the row has "
+                             f"{', '.join(map(repr, row))}")
+        if messages[-1]["role"] != "user":
+            raise ValueError(f"{where}: the conversation before chosen/rejected must end with a user turn")
+        return _with_system(messages, c.get(row, "system", where), where)
+
+    def _answer(self, row: dict, column: str, where: str) -> str:
+        value = self.columns.get(row, column, where)
+        if isinstance(value, dict):   # a sharegpt message: its text
+            key = next((k for k in self.tags.content_keys if k in value), None)
+            value = value[key] if key else None
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: columns.{column} must be text or a message with "
+                             f"{'/'.join(self.tags.content_keys)}, got {value!r}")
+        return value
 
     def encode(self, row: dict, where: str):
-        if "conversations" in row:
-            history = list(row["conversations"])
-            answers = [row.get("chosen"), row.get("rejected")]
-            answers = [a.get("value") if isinstance(a, dict) else a for a in answers]
-        elif "prompt" in row:
-            history = [{"from": "human", "value": row["prompt"]}]
-            answers = [row.get("chosen"), row.get("rejected")]
-        else:
-            raise ValueError(f"{where}: pairwise rows need prompt/chosen/rejected (or conversations/chosen/rejected)")
-        if not all(isinstance(a, str) for a in answers):
-            raise ValueError(f"{where}: chosen and rejected must both be given as text")
-        out = []
-        for answer in answers:
-            encoded = self.turns.encode({"conversations": history + [{"from": "gpt", "value": answer}]}, where)
-            if encoded is None:  # counted once by the turns handler
-                return None
-            out += list(encoded)
-        return tuple(out)
+        messages = self._conversation(row, where)
+        answers = [self._answer(row, "chosen", where), self._answer(row, "rejected", where)]
+        if not all(a.strip() for a in answers):
+            self.dropped[EMPTY] += 1
+            return None
+        encoded = [render_tokens(self.tokenizer, self.template, messages + [{"role": "assistant", "content": a}],
+                                 where) for a in answers]
+        start = encoded[0][2]  # both render the same conversation up to here
+        out = self.fit((encoded[0][0][:start], encoded[0][1][:start]),
+                       [(ids[start:], labels[start:]) for ids, labels, _ in encoded])
+        return None if out is None else (*out[0], *out[1])
 
 
 def pack_samples(samples: List[Tuple[np.ndarray, np.ndarray]], length: int, pad_id: int) -> List[tuple]:
@@ -295,13 +348,18 @@ def pack_samples(samples: List[Tuple[np.ndarray, np.ndarray]], length: int, pad_
 
 @MindFormerRegister.register(MindFormerModuleType.DATASET_LOADER)
 class CommonDataLoader:
-    """Rows from a local json/jsonl/parquet file through a handler list; the EpochShardSampler interface."""
+    """Rows from a local json/jsonl/parquet file through a handler list; the EpochShardSampler interface.
+
+    `data_summary` says how many examples were read, dropped (and why), truncated and kept.
+    """
 
     def __init__(self, data_files: str, handler: List[dict], tokenizer=None, seq_length: Optional[int] = None,
                  path: str = "json", load_func: str = "load_dataset", shuffle: bool = False, seed: int = 0,
                  split: str = "train", packing: Optional[str] = None):
         if load_func != "load_dataset":
             raise ValueError(f"CommonDataLoader.load_func '{load_func}' is not supported; use load_dataset")
+        if split != "train":
+            raise ValueError(f"CommonDataLoader.split '{split}': local data_files have only the 'train' split")
         if path not in ("json", "parquet") and not os.path.isfile(resolve_repo_path(path, "path")):
             raise ValueError(f"CommonDataLoader.path '{path}' must be json, parquet or a local file")
         if tokenizer is None:
@@ -317,22 +375,32 @@ class CommonDataLoader:
         self.dataset_dir, self.shuffle, self.seed, self.seq_length = files[0], bool(shuffle), int(seed), seq_length
         handlers = [build_from_config(h, MindFormerModuleType.DATA_HANDLER, tokenizer=tokenizer,
                                       seq_length=seq_length) for h in handler]
-        samples = []
+        samples, read = [], 0
         for file in files:
-            for i, row in enumerate(read_rows(file, path), 1):
+            for where, row in read_rows(file, path):
+                read += 1
                 sample = row
                 for h in handlers:
-                    sample = h.encode(sample, f"{file}: sample {i}")
+                    sample = h.encode(sample, where)
                     if sample is None:
                         break
                 if sample is not None:
                     samples.append(sample)
-        skipped = sum(getattr(h, "skipped", 0) for h in handlers)
-        if skipped:
-            logger.warning("CommonDataLoader %s: %d samples longer than seq_length + 1 were skipped "
-                           "(truncation: drop)", files, skipped)
+        dropped, truncated = Counter(), sum(getattr(h, "truncated", 0) for h in handlers)
+        for h in handlers:
+            dropped.update(getattr(h, "dropped", {}))
+        reasons = "; ".join(f"{n} {reason}" for reason, n in dropped.items())
+        self.data_summary = (f"{read} examples read from {', '.join(map(str, files))}, "
+                             f"{sum(dropped.values())} dropped" + (f" ({reasons})" if reasons else "") +
+                             f", {truncated} truncated, {len(samples)} kept")
+        if truncated:
+            logger.warning("CommonDataLoader: %d of %d examples were longer than seq_length + 1 = %d tokens and were "
+                           "truncated (truncation: response; 'drop' skips them instead)", truncated, read,
+                           int(seq_length) + 1)
+        if dropped:
+            logger.warning("CommonDataLoader: %s", self.data_summary)
         if not samples:
-            raise ValueError(f"CommonDataLoader {files}: no sample left after the handlers")
+            raise ValueError(f"CommonDataLoader: no sample left after the handlers: {self.data_summary}")
         self.response_tokens = int(sum((s[1] != IGNORE).sum() for s in samples))  # of the first answer
         if packing:
             if len(samples[0]) != 2:
@@ -341,6 +409,7 @@ class CommonDataLoader:
             pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
             packed = pack_samples(samples, int(seq_length) + 1, pad_id)
             logger.info("CommonDataLoader %s: packed %d samples into %d sequences", files, len(samples), len(packed))
+            self.data_summary += f", packed into {len(packed)} sequences"
             samples = packed
         self.samples = samples
 
@@ -357,4 +426,4 @@ class CommonDataLoader:
 
 
 __all__: List[str] = ["CommonDataLoader", "AlpacaInstructDataHandler", "SharegptDataHandler", "PairwiseDataHandler",
-                       "pack_samples", "read_rows", "TEMPLATES"]
+                       "pack_samples", "render_tokens", "TEMPLATES"]

@@ -56,8 +56,7 @@ class MindDataset:
 
     def __init__(self, dataset_dir: Optional[str] = None, dataset_files: Optional[List[str]] = None,
                  seq_length: Optional[int] = None, columns: Sequence[str] = ("input_ids",), shuffle: bool = False,
-                 seed: int = 0, tokenizer=None):
-        del tokenizer  # records are already tokenized
+                 seed: int = 0):
         from mindspore.mindrecord import FileReader
 
         self.files = _files(dataset_dir, dataset_files)

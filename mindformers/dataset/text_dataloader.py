@@ -1,10 +1,11 @@
-"""Plain-text pretraining source: tokenize documents once, cache the tokens, serve fixed-length samples."""
+"""Pretraining text source (plain text or JSON lines): tokenize documents once, cache the tokens, serve samples."""
 import glob
 import hashlib
+import json
 import logging
 import os
 from itertools import chain
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -36,17 +37,20 @@ def split_documents(text: str) -> List[str]:
 
 @MindFormerRegister.register(MindFormerModuleType.DATASET_LOADER)
 class TextDataLoader:
-    """Random-access source of `seq_length + 1`-token samples cut from a tokenized plain-text corpus.
+    """Random-access source of `seq_length + 1`-token samples cut from a tokenized corpus.
 
-    `dataset_dir` is a text file or a directory of files matching `file_pattern`. Each document (a block
-    separated by blank lines) is tokenized with the tokenizer's own bos handling, `eos` is appended, and
-    the documents are concatenated in file order and cut into samples; the remainder is dropped.
+    `dataset_dir` is a file or a directory of files matching `file_pattern` (one glob or a list). In a text
+    file a document is a block separated by blank lines; in a `.jsonl`/`.json` file every line is a JSON
+    object and the string under each of `json_keys` (Megatron's name, default ["text"]) is one document.
+    Each document is tokenized with the tokenizer's own bos handling, `eos` is appended, and the documents
+    are concatenated in file order and cut into samples; the remainder is dropped.
     `__getitem__(i)` is sample i in corpus order; `epoch_order(epoch)` is the order to read them in
     (a seeded permutation per epoch when `shuffle`).
     """
 
     def __init__(self, dataset_dir: str, tokenizer, seq_length: int, shuffle: bool = False, seed: int = 0,
-                 add_eos: bool = True, file_pattern: str = "*.txt"):
+                 add_eos: bool = True, file_pattern: Union[str, Sequence[str]] = "*.txt",
+                 json_keys: Optional[Sequence[str]] = None):
         if tokenizer is None:
             raise ValueError("TextDataLoader needs a tokenizer (set processor.tokenizer in the config)")
         if hasattr(tokenizer, "keys"):   # a tokenizer config such as {type: LlamaTokenizer, vocab_file: ...}
@@ -60,7 +64,8 @@ class TextDataLoader:
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.files = _list_files(dataset_dir, file_pattern)
-        tokens = _load_tokens(self.files, tokenizer, add_eos)
+        self.json_keys = _check_json_keys(json_keys, self.files, dataset_dir)
+        tokens = _load_tokens(self.files, tokenizer, add_eos, self.json_keys)
         sample_length = seq_length + 1
         num_samples = len(tokens) // sample_length
         if num_samples == 0:
@@ -82,17 +87,71 @@ class TextDataLoader:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
 
 
-def _list_files(dataset_dir: str, file_pattern: str) -> List[str]:
+def _is_json(path: str) -> bool:
+    return path.endswith((".jsonl", ".json"))
+
+
+def _list_files(dataset_dir: str, file_pattern: Union[str, Sequence[str]]) -> List[str]:
     path = resolve_repo_path(dataset_dir, "TextDataLoader dataset_dir")
     if os.path.isfile(path):
         return [path]
-    files = sorted(f for f in glob.glob(os.path.join(path, file_pattern), recursive=True) if os.path.isfile(f))
+    patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
+    if not isinstance(patterns, (list, tuple)) or not patterns or \
+            not all(isinstance(p, str) and p for p in patterns):
+        raise ValueError(f"TextDataLoader file_pattern: a glob such as '*.txt' or a list of globs such as "
+                         f"['*.txt', '*.jsonl'], got {file_pattern!r}")
+    files = sorted({f for p in patterns for f in glob.glob(os.path.join(path, p), recursive=True)
+                    if os.path.isfile(f)})
     if not files:
-        raise FileNotFoundError(f"TextDataLoader dataset_dir {path} has no files matching '{file_pattern}'")
+        found = sorted({os.path.splitext(f)[1] for f in glob.glob(os.path.join(path, "**"), recursive=True)
+                        if os.path.isfile(f)} - {""})
+        raise FileNotFoundError(f"TextDataLoader dataset_dir {path} has no files matching {file_pattern!r}" +
+                                (f" (it has {', '.join(found)} files: set file_pattern, e.g. '*{found[0]}')"
+                                 if found else ""))
     return files
 
 
-def _load_tokens(files: List[str], tokenizer, add_eos: bool) -> np.ndarray:
+def _check_json_keys(json_keys, files: List[str], dataset_dir: str) -> List[str]:
+    """The JSON fields to read documents from; naming them for a corpus with no JSON file is an error."""
+    if json_keys is None:
+        return ["text"]
+    keys = [json_keys] if isinstance(json_keys, str) else json_keys
+    if not isinstance(keys, (list, tuple)) or not keys or not all(isinstance(k, str) and k for k in keys):
+        raise ValueError(f"TextDataLoader json_keys: a list of JSON field names such as ['text'], got {json_keys!r}")
+    if not any(map(_is_json, files)):
+        raise ValueError(f"TextDataLoader json_keys: applies to .jsonl/.json files, and {dataset_dir} gives only "
+                         f"plain-text files")
+    return list(keys)
+
+
+def _json_documents(path: str, text: str, keys: List[str]) -> List[str]:
+    """The documents of a JSON-lines file: the string under each of `keys`, line by line, in key order."""
+    docs = []
+    # split on "\n" only: splitlines() would also cut at U+2028 and friends, which JSON strings may hold raw
+    for line_no, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"TextDataLoader: {path}:{line_no}: not valid JSON ({err.msg}); each line must be one "
+                             f"JSON object (JSON lines)") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"TextDataLoader: {path}:{line_no}: a JSON {type(obj).__name__}, not an object with "
+                             f"the json_keys {keys}; each line must be one JSON object (JSON lines)")
+        for key in keys:
+            if key not in obj:
+                raise ValueError(f"TextDataLoader json_keys: {path}:{line_no} has no key '{key}' (its keys: "
+                                 f"{', '.join(map(repr, obj)) or 'none'})")
+            if not isinstance(obj[key], str):
+                raise ValueError(f"TextDataLoader json_keys: {path}:{line_no} key '{key}' holds a "
+                                 f"{type(obj[key]).__name__}, not a string")
+            if obj[key].strip():   # an empty text is no document, as in Megatron's preprocessing
+                docs.append(obj[key])
+    return docs
+
+
+def _load_tokens(files: List[str], tokenizer, add_eos: bool, json_keys: List[str]) -> np.ndarray:
     """All documents of `files` as one int32 token array, from the cache when its key matches."""
     contents = []
     for path in files:
@@ -102,7 +161,8 @@ def _load_tokens(files: List[str], tokenizer, add_eos: bool) -> np.ndarray:
     for data in contents:
         key.update(len(data).to_bytes(8, "little"))
         key.update(data)
-    key.update(f"{tokenizer.fingerprint()}|add_eos={add_eos}".encode())
+    kinds = "".join("j" if _is_json(path) else "t" for path in files)   # how each file is read
+    key.update(f"{tokenizer.fingerprint()}|add_eos={add_eos}|json_keys={json.dumps(json_keys)}|{kinds}".encode())
     cache_path = os.path.join(cache_dir(), "text_tokens", key.hexdigest() + ".npy")
 
     if os.path.exists(cache_path):
@@ -117,12 +177,14 @@ def _load_tokens(files: List[str], tokenizer, add_eos: bool) -> np.ndarray:
     docs = []
     for path, data in zip(files, contents):
         try:
-            file_docs = split_documents(data.decode("utf-8"))
+            text = data.decode("utf-8")
         except UnicodeDecodeError as err:
             raise ValueError(f"TextDataLoader: {path} is not UTF-8 text ({err.reason} at byte {err.start})") \
                 from None
+        file_docs = _json_documents(path, text, json_keys) if _is_json(path) else split_documents(text)
         if not file_docs:
-            raise ValueError(f"TextDataLoader: {path} is empty (no non-blank lines)")
+            raise ValueError(f"TextDataLoader: {path} is empty (no non-blank " +
+                             (f"{json_keys} text)" if _is_json(path) else "lines)"))
         docs.extend(file_docs)
     encoded = tokenizer.encode_batch(docs, add_special_tokens=True)
     if add_eos and not tokenizer.add_eos_token:

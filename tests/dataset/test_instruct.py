@@ -9,9 +9,11 @@ import pytest
 from mindformers.checkpoint import save_checkpoint
 from mindformers.config import load_config
 from mindformers.dataset import AlpacaInstructDataHandler, CommonDataLoader
-from mindformers.dataset.instruct import SharegptDataHandler
+from mindformers.dataset import instruct
+from mindformers.dataset.instruct import PairwiseDataHandler, SharegptDataHandler
 from mindformers.models import LlamaConfig, LlamaForCausalLM
 from mindformers.tokenization import LlamaTokenizer
+from mindformers.tools.register import MindFormerModuleType, build_from_config
 from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,7 +51,7 @@ def test_truncation_rules(tok):
     ids, labels = AlpacaInstructDataHandler(tok, seq_length=15).encode(long_prompt, "x")
     assert (labels != -100).sum() == 1 and ids[-1] == labels[-1]  # one response token kept, prompt cut at its head
     drop = AlpacaInstructDataHandler(tok, seq_length=15, truncation="drop")
-    assert drop.encode(long_prompt, "x") is None and drop.skipped == 1
+    assert drop.encode(long_prompt, "x") is None and sum(drop.dropped.values()) == 1
 
 
 def test_loader_reads_files_and_shuffles_deterministically(tok, tmp_path):
@@ -65,7 +67,8 @@ def test_loader_reads_files_and_shuffles_deterministically(tok, tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ('{"instruction": "a", "output": "b"}\n{"instruction": "a"', r"bad.jsonl:2: not valid JSON"),
-    ('{"instruction": "a", "output": "b"}\n{"instruction": "a"}\n', r"sample 2: missing \['output'\]"),
+    ('{"instruction": "a", "output": "b"}\n{"instruction": "a"}\n',
+     r"bad.jsonl:2: no 'output' field \(the default field of columns.response\); the row has 'instruction'"),
     ("", r"bad.jsonl: no samples"),
 ])
 def test_bad_input_names_file_and_line(tok, tmp_path, text, message):
@@ -110,7 +113,7 @@ def test_sharegpt_learns_every_assistant_turn(tok):
 
 
 def test_sharegpt_bad_turns_and_truncation(tok):
-    with pytest.raises(ValueError, match=r"x: turn .* needs from"):
+    with pytest.raises(ValueError, match=r"x: turn .* has the unknown role 'robot'"):
         SharegptDataHandler(tok, seq_length=63).encode({"conversations": [{"from": "robot", "value": "hi"}]}, "x")
     with pytest.raises(ValueError, match="no assistant turn"):
         SharegptDataHandler(tok, seq_length=63).encode({"conversations": [{"from": "human", "value": "hi"}]}, "x")
@@ -118,7 +121,8 @@ def test_sharegpt_bad_turns_and_truncation(tok):
     ids, labels = short.encode(CHAT, "x")  # cut after the first answer: still learns it
     assert (labels != -100).sum() >= 1 and (ids != tok.pad_token_id).all()
     assert SharegptDataHandler(tok, seq_length=30, truncation="drop").encode(CHAT, "x") is None
-    assert SharegptDataHandler(tok, seq_length=12).encode(CHAT, "x") is None  # no answer fits: skipped
+    ids, labels = SharegptDataHandler(tok, seq_length=12).encode(CHAT, "x")  # no answer fits: the context's head
+    assert (labels != -100).sum() == 1 and labels[-1] == ids[-1]               # is cut, one answer token kept
 
 
 @pytest.mark.usefixtures("graph_mode")
@@ -168,3 +172,64 @@ def test_qwen_template_brings_its_default_system_and_bad_history_is_an_error(tok
         AlpacaInstructDataHandler(tok, seq_length=127).encode({"instruction": "a", "output": "b", "history": "x"}, "x")
     with pytest.raises(ValueError, match="prompt_template 'vicuna' is not one of alpaca, plain, empty, default"):
         AlpacaInstructDataHandler(tok, seq_length=127, prompt_template="vicuna")
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def test_pairwise_truncation_keeps_the_pair_with_one_prompt(tok):
+    row = {"prompt": "Reverse the order of the words. " + "file path " * 4, "chosen": "value name " * 30,
+           "rejected": "name value " * 20 + "end"}
+    handler = PairwiseDataHandler(tok, seq_length=39)
+    chosen_ids, chosen_labels, rejected_ids, rejected_labels = handler.encode(row, "x")
+    prompt_len = int(np.argmax(chosen_labels != -100))
+    assert prompt_len == int(np.argmax(rejected_labels != -100)) > 0
+    assert (chosen_ids[:prompt_len] == rejected_ids[:prompt_len]).all()   # the same (whole) prompt
+    for ids, labels in ((chosen_ids, chosen_labels), (rejected_ids, rejected_labels)):
+        assert (labels[prompt_len:] == ids[prompt_len:]).all() and (labels[:prompt_len] == -100).all()
+        assert ids[-1] != tok.pad_token_id   # each answer fills the rest of the window, its tail cut
+    assert handler.truncated == 1
+    # a prompt longer than the window: its head is cut the same way for both answers
+    long = dict(row, prompt="Repeat the text. " * 20)
+    c_ids, c_labels, r_ids, r_labels = PairwiseDataHandler(tok, seq_length=15).encode(long, "x")
+    assert (c_labels != -100).sum() == (r_labels != -100).sum() == 1 and (c_ids[:15] == r_ids[:15]).all()
+    drop = PairwiseDataHandler(tok, seq_length=39, truncation="drop")
+    assert drop.encode(row, "x") is None and drop.dropped == {"longer than seq_length + 1 (truncation: drop)": 1}
+
+
+def test_loader_logs_truncation_once_and_drop_mode_counts_in_the_one_batch_error(tok, tmp_path, monkeypatch):
+    long = {"instruction": "Repeat the text.", "output": "value " * 40}
+    short = {"instruction": "What is 1 plus 2?", "output": "3"}
+    path = write_jsonl(tmp_path / "d.jsonl", [long, short, long, {"instruction": "Say nothing.", "output": " "},
+                                              long, short])
+    warnings = []
+    monkeypatch.setattr(instruct.logger, "warning", lambda msg, *args: warnings.append(msg % args))
+    kept = CommonDataLoader(path, HANDLER, tokenizer=tok, seq_length=47)
+    assert len(kept) == 5 and all((s[1] != -100).any() for s in kept.samples)
+    assert warnings[0] == ("CommonDataLoader: 3 of 6 examples were longer than seq_length + 1 = 48 tokens and were "
+                           "truncated (truncation: response; 'drop' skips them instead)")
+    summary = (f"6 examples read from {path}, 4 dropped (3 longer than seq_length + 1 (truncation: drop); 1 with an "
+               f"empty answer), 0 truncated, 2 kept")
+    config = {"data_loader": {"type": "CommonDataLoader", "data_files": path,
+                              "handler": [{"type": "AlpacaInstructDataHandler", "truncation": "drop"}]},
+              "input_columns": ["input_ids", "labels"], "batch_size": 4}
+    with pytest.raises(ValueError, match="gives 2 samples .* too few for one batch: batch_size 4 on 1 device") as err:
+        build_from_config({"type": "CausalLanguageModelDataset", "dataset_config": config},
+                          MindFormerModuleType.DATASET, tokenizer=tok, seq_length=47)
+    assert summary in str(err.value)
+    only_long = write_jsonl(tmp_path / "l.jsonl", [long])
+    with pytest.raises(ValueError, match=r"no sample left after the handlers: 1 examples read from .*l.jsonl, 1 "
+                                         r"dropped \(1 longer than seq_length \+ 1 \(truncation: drop\)\)"):
+        CommonDataLoader(only_long, [{"type": "AlpacaInstructDataHandler", "truncation": "drop"}], tokenizer=tok,
+                         seq_length=47)
+
+
+def test_json_array_rows_are_named_by_line(tok, tmp_path):
+    (tmp_path / "a.json").write_text('[\n  {"instruction": "a", "output": "b"},\n\n  {"instruction": "c"}\n]\n')
+    with pytest.raises(ValueError, match=r"a.json:4: no 'output' field"):
+        CommonDataLoader(str(tmp_path / "a.json"), HANDLER, tokenizer=tok, seq_length=63)
+    (tmp_path / "b.json").write_text('[{"instruction": "a", "output": "b"}\n {"instruction": "c"}]')
+    with pytest.raises(ValueError, match=r"b.json:2: not valid JSON \(expected ',' or '\]'\)"):
+        CommonDataLoader(str(tmp_path / "b.json"), HANDLER, tokenizer=tok, seq_length=63)

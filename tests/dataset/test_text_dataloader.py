@@ -1,4 +1,5 @@
 """TextDataLoader: documents -> tokens -> fixed-length samples, cached."""
+import json
 import os
 
 import numpy as np
@@ -106,3 +107,67 @@ def test_errors(tok, write_docs, tmp_path):
         TextDataLoader(str(short), None, 64)
     with pytest.raises(ValueError, match="seq_length"):
         TextDataLoader(str(short), tok, None)
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_jsonl_trains_on_the_text_field_not_the_json_line(tok, tmp_path):
+    rows = [{"id": i, "text": doc, "meta": {"source": "x"}} for i, doc in enumerate(DOCS)]
+    path = write_jsonl(tmp_path / "corpus.jsonl", rows[:2] + [""] + rows[2:])   # a blank line is skipped
+    loader = TextDataLoader(str(path), tok, 7)
+    flat = loader.samples.reshape(-1).tolist()
+    stream = expected_stream(tok, DOCS)
+    assert loader.num_tokens == len(stream) and flat == stream[:len(flat)]
+    text = tok.decode(flat)
+    assert '{"text":' not in text and '"id"' not in text and DOCS[0] in text
+    # a .json file of JSON lines reads the same way; the U+2028 inside a string does not split the line
+    odd = write_jsonl(tmp_path / "odd.json", [json.dumps({"text": "line\u2028separator"}, ensure_ascii=False)])
+    assert TextDataLoader(str(odd), tok, 2, add_eos=False).num_tokens == len(tok.encode("line\u2028separator"))
+
+
+def test_json_keys_each_key_is_a_document_and_part_of_the_cache_key(tok, tmp_path, private_cache):
+    rows = [{"title": f"Title {i}", "text": doc} for i, doc in enumerate(DOCS)]
+    path = str(write_jsonl(tmp_path / "corpus.jsonl", rows))
+    both = TextDataLoader(path, tok, 5, json_keys=["title", "text"])
+    expected = expected_stream(tok, [d for r in rows for d in (r["title"], r["text"])])
+    assert both.num_tokens == len(expected)
+    assert both.samples.reshape(-1).tolist() == expected[:both.samples.size]
+    titles = TextDataLoader(path, tok, 2, json_keys=["title"])   # same file, other keys: not the cached tokens
+    assert titles.num_tokens == len(expected_stream(tok, [r["title"] for r in rows]))
+    assert len(list((private_cache / "text_tokens").glob("*.npy"))) == 2
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"text": "ok"', r"c.jsonl:2: not valid JSON"),
+    ('["text", "a list"]', r"c.jsonl:2: a JSON list, not an object with the json_keys \['text'\]"),
+    ('{"body": "b", "id": 3}', r"json_keys: .*c.jsonl:2 has no key 'text' \(its keys: 'body', 'id'\)"),
+    ('{"text": 12}', r"json_keys: .*c.jsonl:2 key 'text' holds a int, not a string"),
+])
+def test_bad_json_line_names_file_line_and_key(tok, tmp_path, line, message):
+    path = write_jsonl(tmp_path / "c.jsonl", [{"text": DOCS[0]}, line])
+    with pytest.raises(ValueError, match=message):
+        TextDataLoader(str(path), tok, 4)
+
+
+def test_file_pattern_takes_jsonl_and_lists_of_globs(tok, write_docs, tmp_path):
+    data = tmp_path / "data"
+    write_docs("data/a.txt", DOCS[:1])
+    write_jsonl(data / "b.jsonl", [{"text": d} for d in DOCS[1:]])
+    assert TextDataLoader(str(data), tok, 3).files == [str(data / "a.txt")]   # default '*.txt' as before
+    assert TextDataLoader(str(data), tok, 3, file_pattern="*.jsonl").files == [str(data / "b.jsonl")]
+    mixed = TextDataLoader(str(data), tok, 3, file_pattern=["*.txt", "*.jsonl"])
+    assert mixed.num_tokens == len(expected_stream(tok, DOCS))
+    only_json = tmp_path / "j"
+    write_jsonl(only_json.mkdir() or only_json / "x.jsonl", [{"text": DOCS[0]}])
+    with pytest.raises(FileNotFoundError, match=r"no files matching '\*.txt' \(it has .jsonl files: set "
+                                                r"file_pattern, e.g. '\*.jsonl'\)"):
+        TextDataLoader(str(only_json), tok, 3)
+    with pytest.raises(ValueError, match="file_pattern: a glob"):
+        TextDataLoader(str(data), tok, 3, file_pattern=[])
+    with pytest.raises(ValueError, match="json_keys: applies to .jsonl/.json files"):
+        TextDataLoader(str(data), tok, 3, json_keys=["text"])
+    with pytest.raises(ValueError, match="json_keys: a list of JSON field names"):
+        TextDataLoader(str(data), tok, 3, file_pattern="*.jsonl", json_keys=[])
