@@ -7,6 +7,8 @@ from typing import Dict, Iterable, Optional
 
 import numpy as np
 
+from ..models.base import is_step_state
+
 LATEST = "latest"
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -141,8 +143,11 @@ def read_weights(path: str, allow_pickle: bool = False) -> Dict[str, np.ndarray]
                      f".bin/.pt/.pth with allow_pickle_checkpoint: True)")
 
 
-def load_weights(network, path: str, strict: bool = True, allow_pickle: bool = False) -> Dict[str, list]:
-    """Load weights into `network`; missing, unexpected or mis-shaped names are an error listing them."""
+def load_weights(network, path: str, strict: bool = True, allow_pickle: bool = False,
+                 expected_format: Optional[str] = None) -> Dict[str, list]:
+    """Load weights into `network`; missing, unexpected or mis-shaped names are an error listing them.
+
+    `expected_format` (load_ckpt_format: safetensors or ckpt) must match the weights file found."""
     import mindspore as ms
 
     from .sharded import is_sharded, merge_sharded, read_strategy_summary
@@ -152,10 +157,14 @@ def load_weights(network, path: str, strict: bool = True, allow_pickle: bool = F
         weights = merge_sharded(path)
     else:
         file = resolve_checkpoint(path)
+        if expected_format and not file.endswith("." + expected_format):
+            raise ValueError(f"load_ckpt_format: '{expected_format}' but load_checkpoint resolves to {file}; set "
+                             f"load_ckpt_format to the file's format or point load_checkpoint at a .{expected_format}")
         weights = read_weights(file, allow_pickle)
     params = {p.name: p for p in network.get_parameters()}
-    missing = sorted(set(params) - set(weights))
-    unexpected = sorted(set(weights) - set(params))
+    # per-step statistics (is_step_state) may be present on one side only: they are not weights
+    missing = sorted(n for n in set(params) - set(weights) if not is_step_state(n))
+    unexpected = sorted(n for n in set(weights) - set(params) if not is_step_state(n))
     mismatched = [f"{n}: checkpoint {tuple(weights[n].shape)} vs model {tuple(params[n].shape)}"
                   for n in sorted(set(params) & set(weights)) if tuple(weights[n].shape) != tuple(params[n].shape)]
     problems = []
@@ -183,8 +192,9 @@ def read_state(checkpoint_dir: str) -> dict:
         raise ValueError(f"resume: {path} is missing or unreadable ({e})") from None
 
 
-def find_resume_checkpoint(load_checkpoint: str, resume) -> str:
-    """The checkpoint directory to resume from: `resume` names one under `load_checkpoint`, or True = the latest."""
+def find_resume_checkpoint(load_checkpoint: str, resume, by_time: bool = False) -> str:
+    """The checkpoint directory to resume from: `resume` names one under `load_checkpoint`, or True = the latest
+    (the one `latest` names; with `by_time`, upstream's resume_by_last_timestamp_ckpt, the newest written)."""
     if not load_checkpoint:
         raise ValueError("resume_training needs load_checkpoint: the checkpoint directory of the run to resume "
                          "(e.g. output/checkpoint)")
@@ -196,6 +206,10 @@ def find_resume_checkpoint(load_checkpoint: str, resume) -> str:
     if os.path.isfile(os.path.join(load_checkpoint, STATE_FILE)):
         return load_checkpoint
     latest = os.path.join(load_checkpoint, LATEST)
+    if by_time:
+        found = list_checkpoints(load_checkpoint)
+        if found:
+            return max(found, key=lambda d: os.path.getmtime(os.path.join(d, STATE_FILE)))
     if os.path.isfile(latest):
         with open(latest, encoding="utf-8") as f:
             candidate = os.path.join(load_checkpoint, f.read().strip())

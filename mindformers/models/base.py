@@ -12,6 +12,14 @@ from mindformers.modules.layers import broadcast
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
+# a router's per-step expert load (DeepSeek's bias balancing): model state reset every step, not a weight
+EXPERT_LOAD = "expert_load"
+
+
+def is_step_state(name: str) -> bool:
+    """Whether a parameter holds per-step statistics rather than weights: Hugging Face checkpoints lack it and a
+    checkpoint without it still loads."""
+    return name.rsplit(".", 1)[-1] == EXPERT_LOAD
 
 
 def check_dtype(key: str, value: Any) -> str:
@@ -22,15 +30,17 @@ def check_dtype(key: str, value: Any) -> str:
 
 
 def check_dtypes_on_device(config: "BaseConfig", keys: Iterable[str], device: str):
-    """bfloat16 has no CPU kernels in MindSpore: stop with the fix; float16 runs on CPU but slower: warn."""
+    """bfloat16 has no CPU kernels in MindSpore: on CPU those keys fall back to float32 (set on `config`, with
+    one notice naming them); float16 runs on CPU but slower: warn. Other devices keep the dtypes."""
     if device != "CPU":
         return
     values = {key: getattr(config, key) for key in keys}
     bf16 = [key for key, value in values.items() if value == "bfloat16"]
     if bf16:
-        fixes = ", ".join(f"{key}: float32" for key in bf16)
-        raise ValueError(f"model_config sets bfloat16 ({', '.join(bf16)}), which has no CPU kernels in "
-                         f"MindSpore; on CPU set {fixes} (bfloat16 needs device_target Ascend)")
+        for key in bf16:
+            setattr(config, key, "float32")
+        logger.warning("model_config %s: bfloat16 has no CPU kernels in MindSpore, so these run in float32 on "
+                       "CPU (bfloat16 is kept on Ascend)", ", ".join(bf16))
     fp16 = [key for key, value in values.items() if value == "float16"]
     if fp16:
         logger.warning("model_config %s = float16 on CPU: it runs, but slower than float32 and with more "

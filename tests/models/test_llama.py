@@ -167,9 +167,13 @@ def test_overfits_one_batch_in_graph_mode():
     assert abs(losses[0] - np.log(256)) < 0.2  # a fresh model is close to uniform
 
 
-def test_bfloat16_on_cpu_is_an_error_with_the_fix():
-    with pytest.raises(ValueError, match="bfloat16 .*no CPU kernels.*set compute_dtype: float32"):
-        LlamaForCausalLM(LlamaConfig(**TINY, compute_dtype="bfloat16"))
+def test_bfloat16_on_cpu_falls_back_to_float32_with_one_notice(caplog):
+    with caplog.at_level(logging.WARNING):
+        net = LlamaForCausalLM(LlamaConfig(**TINY, compute_dtype="bfloat16", param_init_type="bfloat16"))
+    notices = [r.getMessage() for r in caplog.records if "bfloat16" in r.getMessage()]
+    assert len(notices) == 1 and "compute_dtype, param_init_type" in notices[0] and "float32" in notices[0]
+    assert net.config.compute_dtype == net.config.param_init_type == "float32"
+    assert all(p.dtype == ms.float32 for p in net.get_parameters())
 
 
 def test_float16_on_cpu_warns_and_runs(caplog):

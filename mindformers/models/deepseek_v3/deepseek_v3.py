@@ -17,7 +17,7 @@ from mindformers.modules import EXPERT_NAMES, Embedding, Expert, Linear, RMSNorm
 from mindformers.modules.moe import mix_experts
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
-from ..base import DTYPES
+from ..base import DTYPES, EXPERT_LOAD
 from ..llama import LlamaConfig, LlamaForCausalLM, LlamaModel
 from ..llama.llama import LlamaDecoderLayer
 from ..llama.llama_config import _bool, _positive_int, _positive_number
@@ -59,7 +59,7 @@ class DeepseekV3Config(LlamaConfig):
                  num_experts_per_tok: int = 8, n_group: int = 8, topk_group: int = 4,
                  first_k_dense_replace: int = 3, norm_topk_prob: bool = True, routed_scaling_factor: float = 2.5,
                  topk_method: str = "noaux_tc", scoring_func: str = "sigmoid", num_nextn_predict_layers: int = 0,
-                 **kwargs):
+                 expert_bias_update_rate: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if q_lora_rank is not None:
             _non_negative_int("q_lora_rank", q_lora_rank)
@@ -74,6 +74,10 @@ class DeepseekV3Config(LlamaConfig):
         _bool("rope_interleave", rope_interleave)
         _bool("norm_topk_prob", norm_topk_prob)
         _positive_number("routed_scaling_factor", routed_scaling_factor)
+        if isinstance(expert_bias_update_rate, bool) or not isinstance(expert_bias_update_rate, (int, float)) \
+                or expert_bias_update_rate < 0:
+            raise ValueError(f"model_config.expert_bias_update_rate must be a number >= 0, got "
+                             f"{expert_bias_update_rate!r}")
         if qk_rope_head_dim % 2:
             raise ValueError(f"model_config.qk_rope_head_dim must be even (RoPE rotates pairs), got {qk_rope_head_dim}")
         if self.n_kv_heads != self.num_heads:
@@ -113,6 +117,9 @@ class DeepseekV3Config(LlamaConfig):
         self.topk_method = topk_method
         self.scoring_func = scoring_func
         self.num_nextn_predict_layers = num_nextn_predict_layers
+        # DeepSeek's auxiliary-loss-free balancing: after each step e_score_correction_bias moves by this much
+        # towards balanced expert loads (core/callback/balance.py); 0 keeps the bias as loaded
+        self.expert_bias_update_rate = float(expert_bias_update_rate)
 
     @property
     def qk_head_dim(self) -> int:
@@ -194,6 +201,12 @@ class GroupLimitedRouter(nn.Cell):
         self.e_score_correction_bias = Parameter(initializer("zeros", (e,), ms.float32),
                                                  name="e_score_correction_bias", requires_grad=False)
         self.matmul = ops.MatMul(transpose_b=True)
+        # with a bias update rate, training steps add each expert's share of the routed tokens here (step state
+        # read and reset by TopkBiasBalanceCallback, not a weight: see models.base.is_step_state)
+        self.bias_update_rate = config.expert_bias_update_rate
+        if self.bias_update_rate > 0:
+            self.expert_load = Parameter(initializer("zeros", (e,), ms.float32), name=EXPERT_LOAD,
+                                         requires_grad=False)
 
     def construct(self, x):
         scores = ops.sigmoid(self.matmul(ops.cast(x, ms.float32), ops.cast(self.weight, ms.float32)))  # (N, E)
@@ -213,6 +226,8 @@ class GroupLimitedRouter(nn.Cell):
             weights = weights / (weights.sum(-1, keepdims=True) + 1e-20)
         weights = weights * self.routed_scaling_factor
         chosen = ops.one_hot(picks, self.num_experts, ops.ones((), ms.float32), ops.zeros((), ms.float32))
+        if self.training and self.bias_update_rate > 0:
+            ops.assign_add(self.expert_load, ops.stop_gradient(chosen.sum(1).mean(0) / self.top_k))
         return (chosen * weights.expand_dims(-1)).sum(1)  # (N, E)
 
 

@@ -11,6 +11,8 @@ import mindspore as ms
 import numpy as np
 
 from ...tools.paths import resolve_repo_path
+from ..base import is_step_state
+from ..config_2x import translate_2x
 from .families import HF_FAMILIES, family_of, family_of_config
 from .safetensors_io import read_weights_dir, save_weights_dir
 
@@ -34,7 +36,8 @@ def read_hf_config(model_dir: str) -> dict:
 
 
 def config_from_hf(model_dir: str, overrides: Optional[dict] = None):
-    """Our model config from `model_dir`/config.json; `overrides` (model_config keys) win over it."""
+    """Our model config from `model_dir`/config.json; `overrides` (model_config keys, ours or upstream 2.x
+    names) win over it."""
     hf = read_hf_config(model_dir)
     family = family_of(hf, os.path.join(model_dir, CONFIG_FILE))
     overrides = dict(overrides or {})
@@ -43,11 +46,58 @@ def config_from_hf(model_dir: str, overrides: Optional[dict] = None):
         raise ValueError(f"model_config.type {wanted} does not match {model_dir}/{CONFIG_FILE} model_type "
                          f"{family.model_type!r} ({family.config_class.__name__}); remove the key or fix it")
     kwargs = {k: v for k, v in family.from_hf(hf).items() if v is not None}
+    # the YAML keys may be in the upstream 2.x vocabulary (params_dtype, hidden_dropout, ...)
+    overrides = translate_2x(overrides, family.config_class, kwargs)
     kwargs.update(overrides)
     # a shorter seq_length from the YAML must not shrink the RoPE table below config.json's
     if "seq_length" in overrides and "max_position_embedding" not in overrides:
         kwargs["max_position_embedding"] = max(kwargs["max_position_embedding"], kwargs["seq_length"])
     return family.config_class(**kwargs)
+
+
+def config_from_section(model_config: dict):
+    """(config, model class) from a type-less `model_config` that names its Hugging Face `model_type` (upstream
+    2.x pretrain YAMLs): config.json keys and 2.x keys side by side in one section, no directory."""
+    where = "model.model_config"
+    family = family_of(model_config, where)
+    hf_names = set(family.to_hf(family.config_class())) | {"model_type"}
+    hf = {k: v for k, v in model_config.items() if k in hf_names}
+    try:
+        kwargs = {k: v for k, v in family.from_hf(hf).items() if v is not None}
+    except KeyError as err:
+        raise ValueError(f"{where}: model_type {family.model_type!r} needs '{err.args[0]}' (the config.json "
+                         f"key) in the section") from None
+    rest = {k: v for k, v in model_config.items() if k not in hf_names}
+    kwargs.update(translate_2x(rest, family.config_class, kwargs))
+    return family.config_class(**kwargs), family.model_class
+
+
+def section_problems(model_config: dict, model_dir: Optional[str]) -> list:
+    """Every problem of a type-less model_config (2.x vocabulary) read with `model_dir`'s config.json, as
+    (key or None, message): each key is tried on its own, then the whole section."""
+    model_config = {k: v for k, v in dict(model_config).items() if k != "type"}
+    if model_dir:
+        hf = read_hf_config(resolve_repo_path(model_dir, "pretrained_model_dir"))
+        family = family_of(hf, os.path.join(model_dir, CONFIG_FILE))
+        base = {k: v for k, v in family.from_hf(hf).items() if v is not None}
+        keys = model_config
+    else:
+        family, base, keys = family_of(model_config, "model.model_config"), {}, {}
+    problems = []
+    for key, value in keys.items():
+        try:
+            translate_2x({key: value}, family.config_class, base)
+        except ValueError as err:
+            problems.append((key, str(err)))
+    if not problems:
+        try:
+            if model_dir:
+                config_from_hf(resolve_repo_path(model_dir, "pretrained_model_dir"), model_config)
+            else:
+                config_from_section(model_config)
+        except ValueError as err:
+            problems.append((None, str(err)))
+    return problems
 
 
 def model_class_for(model_dir: str) -> type:
@@ -62,7 +112,7 @@ def load_state_dict(network, weights: Dict[str, np.ndarray], source: str):
     weights = {n: w for n, w in weights.items() if not n.endswith(_IGNORED_SUFFIXES)}
     if tied:
         weights.pop("lm_head.weight", None)  # some exports keep the tied copy
-    missing = sorted(set(params) - set(weights))
+    missing = sorted(n for n in set(params) - set(weights) if not is_step_state(n))
     unexpected = sorted(set(weights) - set(params))
     mismatched = [f"{n}: file {tuple(weights[n].shape)} vs model {tuple(params[n].shape)}"
                   for n in sorted(set(params) & set(weights)) if tuple(weights[n].shape) != tuple(params[n].shape)]
@@ -78,7 +128,8 @@ def load_state_dict(network, weights: Dict[str, np.ndarray], source: str):
     if problems:
         raise ValueError(f"{source} does not fit {type(network).__name__}: " + " | ".join(problems))
     for name, param in params.items():
-        param.set_data(ms.Tensor(np.asarray(weights[name], np.float32), dtype=param.dtype))
+        if name in weights:  # the others are step state (is_step_state), which stays as initialised
+            param.set_data(ms.Tensor(np.asarray(weights[name], np.float32), dtype=param.dtype))
 
 
 def load_hf_weights(network, model_dir: str, allow_pickle: bool = False):
@@ -123,7 +174,10 @@ def with_overrides(config, overrides: dict, source: str):
     if wanted not in (None, type(config).__name__):
         raise ValueError(f"model_config.type {wanted} does not match {source} ({type(config).__name__}); "
                          f"remove the key or fix it")
-    return type(config)(**{**config.to_dict(), **overrides}) if overrides else config
+    if not overrides:
+        return config
+    base = config.to_dict()
+    return type(config)(**{**base, **translate_2x(overrides, type(config), base)})
 
 
 def hf_config_dict(config) -> dict:
@@ -141,7 +195,8 @@ def save_pretrained(network, save_dir: str, dtype: str = "float32", max_shard_si
     hf["torch_dtype"] = dtype
     with open(os.path.join(save_dir, CONFIG_FILE), "w", encoding="utf-8") as f:
         json.dump(hf, f, indent=2, sort_keys=True)
-    weights = {p.name: p.asnumpy().astype(np.float32, copy=False) for p in network.get_parameters()}
+    weights = {p.name: p.asnumpy().astype(np.float32, copy=False) for p in network.get_parameters()
+               if not is_step_state(p.name)}
     family = family_of_config(network.config)
     if family.weights_to_hf is not None:
         weights = family.weights_to_hf(weights, network.config)
