@@ -8,8 +8,9 @@ os.environ.setdefault("GLOG_v", "2")
 
 def main(argv=None) -> int:
     """Parse the command line, load and check the config, and run the requested mode."""
-    from mindformers.config import ConfigError, load_config
+    from mindformers.config import ConfigError, load_config, validate_config
     from mindformers.tools.cli import parse_args
+    from mindformers.tools.logger import setup_logging
     from mindformers.tools.register import register_path
 
     try:
@@ -18,8 +19,22 @@ def main(argv=None) -> int:
             register_path(path)
         if not os.path.isfile(args.config):
             raise ConfigError(f"--config {args.config}: no such file")
-        config = load_config(args.config, overrides)
-    except (ConfigError, FileNotFoundError, KeyError, TypeError) as e:
+        config = load_config(args.config, overrides, validate=False)
+        rank_id = int(os.environ.get("RANK_ID", os.environ.get("MS_NODE_ID", "0")) or 0) \
+            if config.get("use_parallel") else 0
+        # before the checks, whose "has no effect here" notices belong in the run's log
+        output_dir = None if args.print_config or args.validate else config.get("output_dir") or "./output"
+        try:
+            setup_logging(output_dir, rank_id)
+        except OSError as err:
+            raise ConfigError(f"{config.where('output_dir')}: output_dir '{output_dir}': cannot write its log "
+                              f"({err.strerror}); give a writable directory") from None
+        if args.print_config:
+            validate_config(config)
+        else:
+            from mindformers.trainer.preflight import preflight
+            preflight(config)  # the schema and the model section: every problem at once
+    except (ConfigError, FileNotFoundError, KeyError, TypeError, ValueError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     if args.print_config:
@@ -36,11 +51,7 @@ def main(argv=None) -> int:
 
     from mindformers import Trainer
     from mindformers.trainer.causal_lm import TrainingStopped
-    from mindformers.tools.logger import setup_logging
 
-    rank_id = int(os.environ.get("RANK_ID", os.environ.get("MS_NODE_ID", "0")) or 0) \
-        if config.get("use_parallel") else 0
-    setup_logging(config.get("output_dir") or "./output", rank_id)
     trainer = Trainer(config)
     try:
         if run_mode == "train":
@@ -50,8 +61,7 @@ def main(argv=None) -> int:
         elif run_mode == "eval":
             trainer.evaluate()
         else:
-            trainer.predict(args.predict_data if args.predict_data else None,
-                            **({"predict_batch_size": args.predict_batch_size} if args.predict_batch_size else {}))
+            trainer.predict(input_data=args.predict_data if args.predict_data else None)
     except (ValueError, FileNotFoundError, NotImplementedError, KeyError, TypeError, TrainingStopped) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2

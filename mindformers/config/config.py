@@ -53,10 +53,12 @@ class MindFormerConfig(dict):
         return _unwrap(self)
 
     def merge_from_dict(self, options: Dict[str, Any]):
-        """Set dotted keys (`{'a.b': 1}`), as `--options a.b=1` does."""
+        """Set dotted keys (`{'a.b': 1}`), as `--options a.b=1` does; the dataset task sections follow."""
         data = self.to_dict()
         for key, value in options.items():
+            _refuse_task_override(key, data)
             set_by_path(data, key, value, self.origins)
+        fill_dataset_tasks(data, self.origins)
         self.clear()
         self.update({k: _wrap(v) for k, v in data.items()})
 
@@ -103,14 +105,38 @@ def load_config(path: str, overrides: Union[Dict[str, Any], Iterable[str], None]
     `${}` references and check every key against the schema."""
     data, origins = load_layers(path)
     for key, value in _override_items(overrides):
+        _refuse_task_override(key, data)
         set_by_path(data, key, value, origins)
     data = resolve_references(data, origins)
+    fill_dataset_tasks(data, origins)
     cfg = MindFormerConfig(data)
     object.__setattr__(cfg, "origins", origins)
     if validate:
         from .schema import validate_config
         validate_config(cfg)
     return cfg
+
+
+def fill_dataset_tasks(data: Dict[str, Any], origins) -> None:
+    """Upstream's rule: `<split>_dataset_task.dataset_config` is `<split>_dataset`, applied after every override,
+    so overriding `train_dataset` (child YAML, --train_dataset_dir, Trainer) changes the data trained on."""
+    for split in ("train", "eval"):
+        section, task = data.get(f"{split}_dataset"), data.get(f"{split}_dataset_task")
+        if isinstance(section, dict) and isinstance(task, dict):
+            task["dataset_config"] = copy.deepcopy(section)
+            prefix = (f"{split}_dataset_task", "dataset_config")
+            for p in [p for p in origins if p[:2] == prefix]:
+                del origins[p]
+            origins.update({prefix + p[1:]: w for p, w in list(origins.items()) if p[:1] == (f"{split}_dataset",)})
+
+
+def _refuse_task_override(key: str, data: Dict[str, Any]) -> None:
+    """An override of the task copy would be replaced by `<split>_dataset`: name the key to set instead."""
+    for split in ("train", "eval"):
+        prefix = f"{split}_dataset_task.dataset_config"
+        if (key == prefix or key.startswith(prefix + ".")) and isinstance(data.get(f"{split}_dataset"), dict):
+            raise ConfigError(f"command line: '{key}' is filled from {split}_dataset (upstream's rule); set "
+                              f"'{split}_dataset{key[len(prefix):]}' instead")
 
 
 def _override_items(overrides):

@@ -1,9 +1,11 @@
 """The keys a config may hold: upstream's top-level keys and each section's keys.
 
-A section is a dict of key -> sub-schema (None for a plain value), `FREE` for an open mapping, `Typed`
-for a mapping with a `type:` whose other keys must be accepted by the registered class, or `ListOf`.
+A section is a dict of key -> sub-schema: None for a plain value the code reads, `Refused` for a key accepted
+only at an inert value, `NoEffect` for a speed hint logged once, `FREE` for an open mapping, `Typed` for a
+mapping with a `type:` whose other keys must be accepted by the registered class, or `ListOf`.
 """
 import difflib
+import logging
 from typing import Any, Dict, List
 
 from ..tools.register import MindFormerModuleType as T
@@ -12,6 +14,7 @@ from ..tools.register.register import accepted_kwargs
 from .loader import ConfigError
 
 FREE = "free"
+logger = logging.getLogger("mindformers")
 
 
 class Typed:
@@ -28,69 +31,133 @@ class ListOf:
         self.item = item
 
 
-def _keys(*names: str) -> Dict[str, Any]:
-    return {n: None for n in " ".join(names).split()}
+class Refused:
+    """A key accepted only at an inert value: any other value (on `devices`, or on all) stops the run at
+    validation with `why`."""
 
+    def __init__(self, why: str, inert=(None, False, 0, "", [], {}), devices=None):
+        self.why, self.devices = why, devices
+        self.inert = inert if callable(inert) else list(inert)
+
+
+class NoEffect:
+    """A pure speed or memory hint that cannot change results on `devices` (all if None): logged once."""
+
+    def __init__(self, why: str, devices=None):
+        self.why, self.devices = why, devices
+
+
+def _keys(*names: str, rule=None) -> Dict[str, Any]:
+    """Keys read by the code (rule None), or all refused / without effect by one rule."""
+    return {n: rule for n in " ".join(names).split()}
+
+
+ASCEND = ("Ascend",)
+NOT_ASCEND = ("CPU", "GPU")
+_NO_EFFECT_HERE = "a dataset pipeline speed setting; the generator source here is read by one worker"
+_SEMI_AUTO = "a semi-auto parallel (Ascend) setting; with parallel_mode 0 (data parallel) there is no layout"
+_PLANNED_ONLY = ("planned but not wired to a running mechanism here (no pipeline micro-batch cell, expert or "
+                 "sequence/context parallel strategy); set it to its default")
 
 DATASET = {
-    **_keys("input_columns output_columns construct_args_key column_order num_parallel_workers",
-            "python_multiprocessing drop_remainder batch_size repeat numa_enable prefetch_size seed",
-            "pad_token_id dynamic_batch divisor remainder eod_reset max_length auto_tune filepath_prefix",
-            "autotune_per_step profile tokenizer text_transforms"),
+    **_keys("input_columns output_columns num_parallel_workers drop_remainder batch_size repeat seed",
+            "dynamic_batch divisor remainder eod_reset eod_token_id construct_args_key column_order"),
+    **_keys("pad_token_id max_length tokenizer",
+            rule=Refused("set it on the data loader or handler (padding, seq_length) or in processor.tokenizer")),
+    **_keys("python_multiprocessing numa_enable prefetch_size", rule=NoEffect(_NO_EFFECT_HERE)),
+    **_keys("auto_tune autotune_per_step filepath_prefix profile",
+            rule=NoEffect("MindSpore dataset autotuning/profiling only tunes pipeline speed")),
+    "text_transforms": Refused("text transforms are not supported; preprocess the data instead"),
     "data_loader": Typed(T.DATASET_LOADER),
 }
 
 SCHEMA: Dict[str, Any] = {
-    **_keys("seed run_mode output_dir load_checkpoint load_ckpt_format src_strategy_path_or_dir",
-            "auto_trans_ckpt only_save_strategy resume_training use_parallel transform_process_num",
-            "pretrained_model_dir remove_redundancy train_precision_sync infer_precision_sync use_legacy",
-            "load_ckpt_async ignore_data_skip data_skip_steps print_separate_loss remote_save_url device_num",
-            "local_rank adapter_id micro_batch_interleave_num do_eval eval_step_interval eval_epoch_interval",
-            "merge_lora allow_pickle_checkpoint",
-            "auto_tune filepath_prefix autotune_per_step profile profile_start_step profile_stop_step",
-            "init_start_profile profile_communication profile_memory profile_rank_ids profile_pipeline",
-            "profile_level profile_output profiler_level mstx layer_scale layer_decay lr_scale",
-            "lr_scale_factor postprocess_use_numpy predict_batch_size input_data use_checkpoint_health_monitor",
+    **_keys("seed run_mode output_dir load_checkpoint load_ckpt_format auto_trans_ckpt resume_training",
+            "use_parallel pretrained_model_dir train_precision_sync infer_precision_sync ignore_data_skip",
+            "data_skip_steps print_separate_loss do_eval eval_step_interval eval_epoch_interval merge_lora",
+            "allow_pickle_checkpoint profile profile_start_step profile_stop_step init_start_profile",
+            "profile_communication profile_memory profile_rank_ids profile_pipeline profile_output profiler_level",
+            "lr_scale lr_scale_factor predict_batch_size input_data device_num",
             "resume_by_last_timestamp_ckpt"),
+    "profile_level": Refused("per-request latency profiling of predict is not implemented; use profile: True "
+                             "with profiler_level", inert=(None, 1)),
+    **_keys("transform_process_num load_ckpt_async postprocess_use_numpy micro_batch_interleave_num",
+            rule=NoEffect("a speed setting with no effect on results")),
+    **_keys("auto_tune filepath_prefix autotune_per_step",
+            rule=NoEffect("MindSpore dataset autotuning only tunes pipeline speed")),
+    "use_legacy": NoEffect("upstream's legacy and mcore model stacks both map onto this suite's one model "
+                           "implementation, which computes the same model"),
+    "src_strategy_path_or_dir": Refused("sharded checkpoints here carry their own layout (rank_*/strategy "
+                                        "files) and are merged on load; remove the key"),
+    "only_save_strategy": Refused("saving only the parallel strategy needs semi-auto parallel (Ascend)"),
+    "remove_redundancy": Refused("checkpoints here are written once by rank 0 (data parallel); there are no "
+                                 "redundant copies to remove"),
+    "remote_save_url": Refused("remote (OBS) checkpoint upload is not supported; copy output_dir yourself"),
+    "local_rank": Refused("ranks come from msrun's environment; remove the key"),
+    "adapter_id": Refused("multi-adapter (multi-LoRA) serving is not supported; use pet_config.adapter_dir"),
+    "mstx": Refused("mstx profiling markers need Ascend", devices=NOT_ASCEND),
+    "layer_scale": Refused("layer-wise LR decay (layer_scale/layer_decay) is not implemented"),
+    "layer_decay": NoEffect("read only with layer_scale: True"),
+    "use_checkpoint_health_monitor": Refused("the checkpoint health monitor needs Ascend's TFT service"),
     "trainer": Typed(T.TRAINER),
-    "runner_config": _keys("epochs batch_size sink_mode sink_size gradient_accumulation_steps stop_step",
-                           "initial_epoch initial_step"),
+    "runner_config": {
+        **_keys("epochs batch_size gradient_accumulation_steps stop_step"),
+        **_keys("initial_epoch initial_step", rule=Refused("a resumed run starts at the step in its checkpoint's "
+                                                           "state.json; use resume_training", inert=(None, 0))),
+        **_keys("sink_mode sink_size", rule=NoEffect("data sinking only saves host-device copies")),
+    },
     "runner_wrapper": Typed(T.WRAPPER),
-    "optimizer": Typed(T.OPTIMIZER),
+    "optimizer": Typed(T.OPTIMIZER, {"swap": Refused("swapping optimizer states to host memory is not "
+                                                     "implemented")}),
     "lr_schedule": Typed(T.LR),
+    "grouped_lr_schedule": {"default": Typed(T.LR), "grouped": ListOf(Typed(T.LR, {"params": None}))},
     "train_dataset": DATASET,
     "eval_dataset": DATASET,
     "train_dataset_task": Typed(T.DATASET, {"dataset_config": DATASET}),
     "eval_dataset_task": Typed(T.DATASET, {"dataset_config": DATASET}),
     "context": {
-        **_keys("mode device_target device_id max_call_depth max_device_memory mempool_block_size",
-                "save_graphs save_graphs_path enable_graph_kernel graph_kernel_flags memory_optimize_level",
-                "runtime_num_threads deterministic pynative_synchronize enable_compile_cache",
-                "compile_cache_path op_timeout inter_op_parallel_num precompile_only"),
-        "jit_config": FREE, "ascend_config": FREE, "affinity_cpu_list": FREE,
+        **_keys("mode device_target device_id max_call_depth save_graphs save_graphs_path memory_optimize_level",
+                "runtime_num_threads deterministic enable_compile_cache compile_cache_path jit_config",
+                "pynative_synchronize precompile_only"),
+        **_keys("max_device_memory mempool_block_size op_timeout enable_graph_kernel graph_kernel_flags",
+                "affinity_cpu_list inter_op_parallel_num", rule=NoEffect("a device memory/speed setting",
+                                                                         devices=NOT_ASCEND)),
+        "ascend_config": NoEffect("Ascend precision and speed settings", devices=NOT_ASCEND),
     },
     "parallel": {
-        **_keys("parallel_mode gradients_mean enable_alltoall full_batch dataset_strategy search_mode",
-                "strategy_ckpt_save_file strategy_ckpt_load_file enable_parallel_optimizer device_num",
-                "loss_repeated_mean gradient_fp32_sync auto_pipeline"),
-        "strategy_ckpt_config": FREE, "parallel_optimizer_config": FREE, "pipeline_config": FREE,
+        **_keys("parallel_mode gradients_mean device_num full_batch dataset_strategy search_mode enable_alltoall",
+                "strategy_ckpt_config strategy_ckpt_save_file strategy_ckpt_load_file enable_parallel_optimizer",
+                "parallel_optimizer_config pipeline_config loss_repeated_mean gradient_fp32_sync"),
+        "auto_pipeline": Refused("automatic pipeline stage search is not implemented"),
     },
-    "parallel_config": _keys("data_parallel model_parallel context_parallel expert_parallel pipeline_stage",
-                             "micro_batch_num use_seq_parallel vocab_emb_dp gradient_aggregation_group",
-                             "optimizer_shard context_parallel_algo ulysses_degree_in_cp mem_coeff",
-                             "seq_split_num virtual_pipeline_model_parallel_size"),
-    "recompute_config": _keys("recompute select_recompute select_comm_recompute mp_comm_recompute",
-                              "parallel_optimizer_comm_recompute recompute_slice_activation",
-                              "select_recompute_exclude select_comm_recompute_exclude"),
-    "moe_config": _keys("expert_num capacity_factor aux_loss_factor num_experts_chosen routing_policy",
-                        "enable_sdrop use_fused_ops_topkrouter router_dense_type shared_expert_num",
-                        "routed_scaling_factor norm_topk_prob first_k_dense_replace topk_method topk_group",
-                        "n_group aux_loss_factors aux_loss_types z_loss_factor balance_via_topk_bias",
-                        "topk_bias_update_rate use_gating_sigmoid enable_deredundency npu_nums_per_device",
-                        "use_gmm moe_intermediate_size"),
-    "swap_config": _keys("swap default_prefetch layer_swap op_swap"),
+    "parallel_config": {
+        **_keys("data_parallel model_parallel pipeline_stage micro_batch_num vocab_emb_dp optimizer_shard"),
+        "gradient_aggregation_group": NoEffect("communication fusion only changes speed"),
+        **_keys("context_parallel expert_parallel", rule=Refused(_PLANNED_ONLY, inert=(None, 1))),
+        "use_seq_parallel": Refused(_PLANNED_ONLY),
+        **_keys("context_parallel_algo ulysses_degree_in_cp",
+                rule=Refused("context parallel is not implemented", inert=(None, "colossalai_cp", 1))),
+        **_keys("mem_coeff seq_split_num", rule=Refused("a pipeline/sequence-split tuning key; pipeline and "
+                                                         "sequence split are not implemented", inert=(None, 0.1, 1))),
+        "virtual_pipeline_model_parallel_size": Refused("virtual pipeline stages are not implemented",
+                                                        inert=(None, 1)),
+    },
+    "recompute_config": {
+        **_keys("recompute select_recompute select_comm_recompute mp_comm_recompute",
+                "parallel_optimizer_comm_recompute recompute_slice_activation select_recompute_exclude",
+                "select_comm_recompute_exclude",
+                rule=NoEffect("recomputation trades compute for memory and leaves results unchanged")),
+    },
+    "moe_config": Refused("the MoE families here read their sizes from model.model_config (num_experts, "
+                          "num_experts_per_tok, ...); a top-level moe_config may only describe a dense model "
+                          "(expert_num: 1)",
+                          inert=lambda v: not v or (isinstance(v, dict) and v.get("expert_num", 1) == 1)),
+    "swap_config": {
+        **_keys("swap default_prefetch layer_swap op_swap",
+                rule=Refused("host-device memory swapping needs Ascend", devices=NOT_ASCEND)),
+    },
     "callbacks": ListOf(Typed(T.CALLBACK)),
-    "eval_callbacks": ListOf(Typed(T.CALLBACK)),
+    "eval_callbacks": Refused("callbacks during evaluate are not supported; put monitors under callbacks"),
     "metric": ListOf(Typed(T.METRIC)),
     "model": {
         "model_config": Typed(T.CONFIG, optional_type=True),
@@ -100,48 +167,106 @@ SCHEMA: Dict[str, Any] = {
     "processor": Typed(T.PROCESSOR, {"tokenizer": Typed(T.TOKENIZER)}, optional_type=True),
     "generation_config": _keys("max_length max_new_tokens min_new_tokens do_sample temperature top_k top_p",
                                "repetition_penalty num_beams eos_token_id pad_token_id bos_token_id",
-                               "use_past stop_strings length_penalty"),
+                               "use_past stop_strings length_penalty seed"),
     "monitor_config": _keys("monitor_on dump_path target invert step_interval local_loss_format",
                             "device_local_loss_format local_norm_format device_local_norm_format",
                             "optimizer_state_format weight_state_format throughput_baseline print_struct",
                             "check_for_global_norm global_norm_spike_threshold",
                             "global_norm_spike_count_threshold embedding_size_format spike_factor spike_window"),
     "preference": _keys("loss_type beta gamma label_smoothing"),
-    "tensorboard": _keys("tensorboard_dir tensorboard_queue_size log_loss_scale_to_tensorboard",
-                         "log_timers_to_tensorboard log_expert_load_to_tensorboard"),
+    "tensorboard": {
+        **_keys("tensorboard_dir tensorboard_queue_size log_loss_scale_to_tensorboard log_timers_to_tensorboard"),
+        "log_expert_load_to_tensorboard": Refused("expert load is not recorded (the MoE layers here compute "
+                                                  "every expert densely)"),
+    },
 }
 
 
 def validate_config(cfg) -> None:
-    """Check every key of `cfg` against SCHEMA; raise ConfigError listing each problem on its own line."""
+    """Check every key of `cfg` against SCHEMA; raise ConfigError listing each problem on its own line.
+
+    Keys without effect on this device are logged once each."""
+    sectioned = [k for k in SECTIONED_FORM if k in cfg]
+    if sectioned:
+        raise ConfigError(f"{cfg.where(sectioned[0])}: this is upstream's sectioned config form "
+                          f"({', '.join(k + ':' for k in sectioned)}), which this suite does not read; write it in "
+                          f"the classic form (load_checkpoint, runner_config, lr_schedule, parallel_config; "
+                          f"docs/upstream.md)")
     errors: List[str] = []
-    _check(cfg, SCHEMA, (), cfg, errors)
+    device = (cfg.get("context") or {}).get("device_target") or "CPU"
+    _check(cfg, SCHEMA, (), cfg, errors, device)
+    _check_parallel(cfg, device, errors)
     if errors:
         raise ConfigError("\n".join(errors))
 
 
-def _check(value, schema, path, cfg, errors):
+_NOTED = set()
+# top-level sections of upstream's newer (pynative, torchtitan-style) config form
+SECTIONED_FORM = ("checkpoint", "training", "parallelism", "lr_scheduler")
+
+
+def _check_parallel(cfg, device: str, errors: List[str]):
+    """Parallel settings that this device or this suite cannot run, refused before any work starts."""
+    layout = cfg.get("parallel_config") or {}
+    mode = (cfg.get("parallel") or {}).get("parallel_mode", 0)
+    if cfg.get("use_parallel") and mode not in (0, "data_parallel", None) and device != "Ascend":
+        errors.append(f"{cfg.where('parallel', 'parallel_mode')}: 'parallel.parallel_mode: {mode!r}' needs Ascend "
+                      f"(MindSpore runs only data parallel on {device}); set parallel_mode: 0")
+    for key, why in (("model_parallel", "operator sharding (semi-auto parallel) needs Ascend"),
+                     ("pipeline_stage", "pipeline parallel is planned but not wired (no micro-batch pipeline "
+                                        "cell)")):
+        value = layout.get(key)
+        if isinstance(value, int) and value > 1 and (key == "pipeline_stage" or device != "Ascend"):
+            errors.append(f"{cfg.where('parallel_config', key)}: 'parallel_config.{key}: {value}' is not supported"
+                          f"{' on ' + device if key == 'model_parallel' else ''}: {why}; set it to 1")
+    dp = layout.get("data_parallel")
+    if isinstance(dp, int) and dp > 1 and not cfg.get("use_parallel"):
+        errors.append(f"{cfg.where('parallel_config', 'data_parallel')}: 'parallel_config.data_parallel: {dp}' needs "
+                      f"use_parallel: True and {dp} workers started by msrun_launcher.sh; set it to 1 for one process")
+
+
+def _applies(rule, device: str) -> bool:
+    return rule.devices is None or device in rule.devices
+
+
+def _is_inert(rule: Refused, value) -> bool:
+    return rule.inert(value) if callable(rule.inert) else value in rule.inert
+
+
+def _check(value, schema, path, cfg, errors, device):
+    if path[1:] == ("dataset_config",) and cfg.get(str(path[0])[:-len("_task")]) is not None:
+        return  # the task copy of <split>_dataset, which is checked itself
+    if isinstance(schema, Refused):
+        if _applies(schema, device) and not _is_inert(schema, value):
+            errors.append(f"{cfg.where(*path)}: '{_dotted(path)}: {value!r}' is not supported"
+                          f"{' on ' + device if schema.devices else ''}: {schema.why}")
+        return
+    if isinstance(schema, NoEffect):
+        if _applies(schema, device) and value not in (None, False) and path[-1:] and _dotted(path) not in _NOTED:
+            _NOTED.add(_dotted(path))
+            logger.info("%s: has no effect on %s (%s)", _dotted(path), device, schema.why)
+        return
     if schema is None or schema == FREE or value is None:
         return
     if isinstance(schema, ListOf):
         items = value if isinstance(value, list) else [value]
         for i, item in enumerate(items):
-            _check(item, schema.item, path + ((i,) if isinstance(value, list) else ()), cfg, errors)
+            _check(item, schema.item, path + ((i,) if isinstance(value, list) else ()), cfg, errors, device)
         return
     if not isinstance(value, dict):
         errors.append(f"{cfg.where(*path)}: '{_dotted(path)}' must be a mapping of keys, got {value!r}")
         return
     if isinstance(schema, Typed):
-        _check_typed(value, schema, path, cfg, errors)
+        _check_typed(value, schema, path, cfg, errors, device)
         return
     for key, sub in value.items():
         if key not in schema:
             errors.append(_unknown(cfg, path + (key,), schema))
         else:
-            _check(sub, schema[key], path + (key,), cfg, errors)
+            _check(sub, schema[key], path + (key,), cfg, errors, device)
 
 
-def _check_typed(value, schema: Typed, path, cfg, errors):
+def _check_typed(value, schema: Typed, path, cfg, errors, device):
     type_name = value.get("type")
     if type_name is None:
         if not schema.optional_type and any(k not in schema.nested for k in value):
@@ -150,7 +275,7 @@ def _check_typed(value, schema: Typed, path, cfg, errors):
                           f"{', '.join(MindFormerRegister.names(schema.module_type))})")
         for key, sub in value.items():
             if key in schema.nested:
-                _check(sub, schema.nested[key], path + (key,), cfg, errors)
+                _check(sub, schema.nested[key], path + (key,), cfg, errors, device)
         return
     try:
         obj = MindFormerRegister.get_cls(schema.module_type, type_name)
@@ -162,7 +287,7 @@ def _check_typed(value, schema: Typed, path, cfg, errors):
         if key == "type":
             continue
         if key in schema.nested:
-            _check(sub, schema.nested[key], path + (key,), cfg, errors)
+            _check(sub, schema.nested[key], path + (key,), cfg, errors, device)
         elif accepted is not None and key not in accepted:
             errors.append(_unknown(cfg, path + (key,), accepted, f" ({type_name} accepts: {', '.join(accepted)})"))
 

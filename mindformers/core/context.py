@@ -13,9 +13,13 @@ from ..parallel.plan import MeshLayout
 logger = logging.getLogger("mindformers")
 
 DEVICES = ("CPU", "GPU", "Ascend")
-# context keys that only mean something on an accelerator; on CPU they are reported and not applied
+# context keys that only mean something on an accelerator; on CPU they are not applied (the schema logs them)
 ACCELERATOR_ONLY = ("max_device_memory", "mempool_block_size", "ascend_config", "op_timeout",
-                    "enable_graph_kernel", "graph_kernel_flags", "affinity_cpu_list")
+                    "enable_graph_kernel", "graph_kernel_flags", "affinity_cpu_list", "inter_op_parallel_num")
+
+
+# context keys handed to mindspore.set_context as they are
+MS_CONTEXT_KEYS = ("pynative_synchronize", "precompile_only")
 
 
 def build_context(config) -> dict:
@@ -42,7 +46,8 @@ def build_context(config) -> dict:
                            f"set device_target: CPU to run on this machine") from None
 
     deterministic = ctx.pop("deterministic", None)
-    if deterministic in (True, "ON") or config.get("train_precision_sync"):
+    sync_key = "infer_precision_sync" if config.get("run_mode") in ("eval", "predict") else "train_precision_sync"
+    if deterministic in (True, "ON") or config.get(sync_key):
         ms.set_deterministic(True)
     threads = ctx.pop("runtime_num_threads", None)
     if threads:
@@ -71,13 +76,14 @@ def build_context(config) -> dict:
             os.environ.pop(name, None)
         _CACHE_ENV_SET.clear()
     for key in list(ctx):
-        if key in ACCELERATOR_ONLY and device == "CPU":
-            logger.info("context.%s applies to Ascend/GPU only; not used on CPU", key)
+        if key in ACCELERATOR_ONLY and device == "CPU":  # the config check logged it as having no effect here
             ctx.pop(key)
-    if ctx:
-        for key, value in ctx.items():
-            if value is not None:
-                ms.set_context(**{key: value})
+    for key in MS_CONTEXT_KEYS + (ACCELERATOR_ONLY if device != "CPU" else ()):
+        if ctx.get(key) is not None:
+            ms.set_context(**{key: ctx.pop(key)})
+    leftover = {k: v for k, v in ctx.items() if v is not None}
+    if leftover:
+        raise ValueError(f"context.{next(iter(leftover))}: not a context key this suite applies")
 
     seed = int(config.get("seed") or 0)
     rank_id, device_num = 0, 1
@@ -159,6 +165,10 @@ def _init_distributed(config, device: str):
                            "bash msrun_launcher.sh \"run_mindformer.py --config ...\" <worker_num>")
     init()
     rank_id, device_num = get_rank(), get_group_size()
+    for key in ("device_num", "parallel.device_num"):
+        given = config.get(key) if key == "device_num" else (config.get("parallel") or {}).get("device_num")
+        if given not in (None, device_num):
+            raise ValueError(f"{key}: {given} but msrun started {device_num} workers; remove the key or match them")
     parallel = dict(config.get("parallel") or {})
     mode_name = parallel_mode_name(config)
     layout = MeshLayout.from_config(config.get("parallel_config"), None)
@@ -178,14 +188,23 @@ def _init_distributed(config, device: str):
                                f"devices (MindSpore runs only data parallel on CPU); on CPU use parallel_mode: 0. "
                                f"Check the layout without devices: python -m mindformers.parallel --config <yaml>")
     kwargs = {}
+    layout_keys = {k: parallel[k] for k in SEMI_AUTO_KEYS if parallel.get(k) not in (None, False, "", [], {})}
     if mode_name != "data_parallel":
         kwargs = {"pipeline_stages": layout.pp,
-                  "enable_parallel_optimizer": bool(parallel.get("enable_parallel_optimizer", layout.optimizer_shard))}
+                  "enable_parallel_optimizer": bool(parallel.get("enable_parallel_optimizer", layout.optimizer_shard)),
+                  **layout_keys}
+    elif layout_keys:
+        logger.info("parallel.%s: no effect in data_parallel mode (MindSpore reads them under semi-auto/auto "
+                    "parallel only)", ", parallel.".join(layout_keys))
     ms.set_auto_parallel_context(parallel_mode=mode_name, gradients_mean=parallel.get("gradients_mean", True),
                                  device_num=device_num, **kwargs)
     return rank_id, device_num
 
 
+# parallel keys handed to mindspore.set_auto_parallel_context under semi-auto/auto parallel (Ascend)
+SEMI_AUTO_KEYS = ("full_batch", "dataset_strategy", "search_mode", "enable_alltoall", "strategy_ckpt_config",
+                  "strategy_ckpt_save_file", "strategy_ckpt_load_file", "parallel_optimizer_config",
+                  "pipeline_config", "loss_repeated_mean", "gradient_fp32_sync")
 _MODE_NAMES = {0: "data_parallel", 1: "semi_auto_parallel", 2: "auto_parallel", 3: "hybrid_parallel"}
 
 

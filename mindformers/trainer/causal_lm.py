@@ -53,8 +53,17 @@ def build_model(config, network=None):
         logger.info("loaded %s from %s", type(network).__name__, config.pretrained_model_dir)
     if network is None:
         model_cfg = config.model.model_config
-        model_config = build_from_config(model_cfg, T.CONFIG)
-        network = build_from_config(config.model.arch, T.MODELS, config=model_config)
+        if "type" not in model_cfg and model_cfg.get("model_type"):  # upstream 2.x: config.json keys inline
+            from ..models.hf import config_from_section
+            model_config, model_class = config_from_section(dict(model_cfg))
+            arch = ((config.get("model") or {}).get("arch") or {}).get("type")
+            if arch not in (None, model_class.__name__):
+                raise ValueError(f"model.arch.type {arch} does not match model_config.model_type "
+                                 f"{model_cfg.get('model_type')!r} ({model_class.__name__}); remove the key or fix it")
+            network = model_class(model_config)
+        else:
+            model_config = build_from_config(model_cfg, T.CONFIG)
+            network = build_from_config(config.model.arch, T.MODELS, config=model_config)
     pet_config = getattr(network.config, "pet_config", None)
     adapter_dir = (pet_config or {}).get("adapter_dir")
     # with adapter_dir the adapters' layout comes from its adapter_config.json, applied after the base weights
@@ -69,7 +78,8 @@ def build_model(config, network=None):
     head_now = type(network).__name__ == "RewardModel"
     if config.get("load_checkpoint"):
         info = load_weights(network, config.load_checkpoint, strict=not (lora_now or head_now),
-                            allow_pickle=bool(config.get("allow_pickle_checkpoint")))
+                            allow_pickle=bool(config.get("allow_pickle_checkpoint")),
+                            expected_format=config.get("load_ckpt_format"))
         if lora_now or head_now:  # a base checkpoint lacks only the new adapters / score head
             missing = [n for n in info["missing"] if ".lora_A." not in n and ".lora_B." not in n
                        and n != "score.weight"]
@@ -125,9 +135,10 @@ def _observers(config, env: dict, output_dir: str) -> list:
     out = []
     if config.get("profile"):
         keys = ("profile_start_step", "profile_stop_step", "profile_rank_ids", "init_start_profile",
-                "profile_memory", "profile_communication", "profile_pipeline")
+                "profile_memory", "profile_communication", "profile_pipeline", "profiler_level")
         given = {k: config.get(k) for k in keys if config.get(k) is not None}
-        out.append(ProfileCallback(os.path.join(output_dir, "profile"), **given, rank_id=rank_id,
+        path = config.get("profile_output") or os.path.join(output_dir, "profile")
+        out.append(ProfileCallback(path, **given, rank_id=rank_id,
                                    device_target=env["device_target"]))
     board = _plain(config.get("tensorboard") or {})
     if board.get("tensorboard_dir"):
@@ -135,6 +146,79 @@ def _observers(config, env: dict, output_dir: str) -> list:
     if rank_id == 0:
         out.append(ProgressBar())
     return out
+
+
+def scaled_learning_rate(config, section: dict, device_num: int) -> dict:
+    """Upstream's lr_scale on a schedule section: its rate (learning_rate, or base_lr) x workers x per-worker
+    batch / lr_scale_factor (default 256)."""
+    if not config.get("lr_scale"):
+        return section
+    key = "learning_rate" if "learning_rate" in section else "base_lr"
+    factor = config.get("lr_scale_factor") or 256
+    per_worker = int((config.get("runner_config") or {}).get("batch_size") or 1)
+    scaled = float(section[key]) * device_num * per_worker / factor
+    logger.info("lr_scale: %s %g -> %g (x %d workers x batch %d / %s)", key, float(section[key]), scaled,
+                device_num, per_worker, factor)
+    return {**section, key: scaled}
+
+
+def _schedules_and_groups(config, network, planned_steps: int, device_num: int):
+    """The run's LR schedule (the logged one) and the optimizer's parameter groups: weight-decay groups, each
+    split by `grouped_lr_schedule` (a group with its own schedule carries it as "lr")."""
+    from ..core.lr import build_grouped_lr_schedule, build_lr_schedule
+    from ..core.optim import get_optimizer_grouped_parameters
+
+    grouped = _plain(config.get("grouped_lr_schedule") or {})
+    if grouped and config.get("lr_schedule"):
+        raise ValueError("grouped_lr_schedule replaces lr_schedule (its `default` is the schedule); set only one")
+    params = get_optimizer_grouped_parameters(network, (config.optimizer or {}).get("weight_decay", 0.0) or 0.0)
+    if not grouped:
+        return build_lr_schedule(scaled_learning_rate(config, dict(config.lr_schedule), device_num),
+                                 planned_steps), params
+    grouped["default"] = scaled_learning_rate(config, grouped.get("default") or {}, device_num)
+    grouped["grouped"] = [scaled_learning_rate(config, g, device_num) for g in grouped.get("grouped") or []]
+    lr, lr_groups = build_grouped_lr_schedule(grouped, [p.name for p in network.trainable_params()], planned_steps)
+    owner = {name: schedule for names, schedule in lr_groups for name in names}
+    split = []
+    for group in params:  # each weight-decay group split by schedule; groups without "lr" follow the default
+        buckets = {}
+        for p in group["params"]:
+            schedule = owner.get(p.name)
+            buckets.setdefault(id(schedule), (schedule, []))[1].append(p)
+        split += [{**group, "params": ps, **({"lr": sch} if sch is not None else {})} for sch, ps in buckets.values()]
+    return lr, split
+
+
+def _balance_callback(network, callbacks) -> list:
+    """TopkBiasBalanceCallback when the model's routers count expert loads for a bias update and the YAML did
+    not list it: without it the update rate would be set and nothing would update."""
+    from ..core.callback import TopkBiasBalanceCallback
+    from ..models.base import EXPERT_LOAD
+
+    counting = any(hasattr(cell, EXPERT_LOAD) for _, cell in network.cells_and_names())
+    if not counting or any(isinstance(c, TopkBiasBalanceCallback) for c in callbacks):
+        return []
+    logger.info("expert_bias_update_rate > 0: added TopkBiasBalanceCallback (updates e_score_correction_bias "
+                "after every step)")
+    return [TopkBiasBalanceCallback()]
+
+
+def _model_label(model_name: Optional[str], network) -> str:
+    """The network's class, with trainer.model_name (upstream's label for the run's model) when set."""
+    return f"{model_name} ({type(network).__name__})" if model_name else type(network).__name__
+
+
+def _data_skip_steps(config, start_step: int) -> int:
+    """Steps of data to skip on resume: the resumed step (exact continuation), none with ignore_data_skip, or
+    data_skip_steps (upstream's keys)."""
+    if config.get("ignore_data_skip"):
+        return 0
+    skip = config.get("data_skip_steps")
+    if skip is None:
+        return start_step
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise ValueError(f"data_skip_steps: {skip!r} must be an int >= 0")
+    return skip
 
 
 def _eval_batch_size(config) -> int:
@@ -180,7 +264,8 @@ class CausalLanguageModelingTrainer:
 
         resume_dir = None
         if config.get("resume_training"):
-            resume_dir = find_resume_checkpoint(config.get("load_checkpoint"), config.resume_training)
+            resume_dir = find_resume_checkpoint(config.get("load_checkpoint"), config.resume_training,
+                                                by_time=bool(config.get("resume_by_last_timestamp_ckpt")))
             config = copy.deepcopy(config)
             config.load_checkpoint = resume_dir
         tokenizer = build_tokenizer(config, tokenizer)
@@ -200,7 +285,7 @@ class CausalLanguageModelingTrainer:
         global_batch = batch_size * accum
         if dataset is None:
             dataset = self._build_dataset(config, "train", tokenizer, seq_length, global_batch, env,
-                                          skip_samples=start_step * global_batch,
+                                          skip_samples=_data_skip_steps(config, start_step) * global_batch,
                                           vocab_size=getattr(model_config, "vocab_size", None))
         steps_per_epoch = dataset.get_dataset_size()
         if steps_per_epoch == 0:
@@ -217,17 +302,18 @@ class CausalLanguageModelingTrainer:
 
         step_network = _preference_network(config, network)  # a reward model is the network itself
         _check_columns_fit(dataset, step_network)
-        train_step, lr = self._build_train_step(config, step_network, planned_steps, accum)
+        train_step, lr = self._build_train_step(config, step_network, planned_steps, accum, env["device_num"])
         if resume_dir:
             load_train_state(train_step, resume_dir, network)
             logger.info("resumed from %s at step %d", resume_dir, start_step)
 
         callback_cfgs = list(config.get("callbacks") or [{"type": "MFLossMonitor"}])
         cbs = [build_from_config(c, T.CALLBACK, initial_step=start_step) for c in callback_cfgs]
+        cbs += _balance_callback(network, cbs)
         cbs += list(callbacks or [])
         logger.info("model %s: %.2fM parameters, seq_length %d; %d steps (%d per epoch x %d epochs), global "
-                    "batch %d sequences", type(network).__name__, _param_count(network) / 1e6, seq_length,
-                    total_steps, steps_per_epoch, epochs, global_batch * env["device_num"])
+                    "batch %d sequences", _model_label(self.model_name, network), _param_count(network) / 1e6,
+                    seq_length, total_steps, steps_per_epoch, epochs, global_batch * env["device_num"])
         cb = CallbackParams(
             cur_step_num=start_step, cur_epoch_num=start_step // steps_per_epoch + 1, batch_num=steps_per_epoch,
             epoch_num=epochs, total_steps=total_steps, net_outputs=None, network=network,
@@ -236,6 +322,7 @@ class CausalLanguageModelingTrainer:
             flops_per_token=model_config.flops_per_token(), output_dir=output_dir,
             device_target=env["device_target"], rank_id=env["rank_id"],
             consumed_samples=start_step * global_batch * env["device_num"], config_hash=config.hash("model"),
+            gradient_accumulation_steps=accum,
             model_section=_plain(config.get("model") or {}))
         if config.get("do_eval"):
             cbs.append(self._eval_callback(config, network, tokenizer, seq_length, env, output_dir))
@@ -262,20 +349,18 @@ class CausalLanguageModelingTrainer:
         batch_size = _eval_batch_size(config)
         dataset = self._build_dataset(config, "eval", tokenizer, seq_length, batch_size, env,
                                       vocab_size=getattr(network.config, "vocab_size", None))
-        interval = int(config.get("eval_step_interval") or 100)
+        interval = int(config.get("eval_step_interval") or 0)
+        epoch_interval = int(config.get("eval_epoch_interval") or 0)
+        if interval <= 0 and epoch_interval <= 0:
+            interval = 100
         path = os.path.join(output_dir, "log", "eval_metrics.jsonl") if env["rank_id"] == 0 else None
-        return _EvalDuringTraining(network, dataset, interval, path)
+        return _EvalDuringTraining(network, dataset, interval, path, epoch_interval)
 
-    def _build_train_step(self, config, network, planned_steps: int, accum: int):
+    def _build_train_step(self, config, network, planned_steps: int, accum: int, device_num: int = 1):
         """Optimizer (with its LR schedule over the planned steps) wrapped in the runner_wrapper cell."""
-        from ..core.optim import get_optimizer_grouped_parameters
-
-        lr_cfg = dict(config.lr_schedule)
-        if lr_cfg.get("total_steps") in (None, -1):
-            lr_cfg["total_steps"] = planned_steps
-        lr = build_from_config(lr_cfg, T.LR)
+        lr, params = _schedules_and_groups(config, network, planned_steps, device_num)
         opt_cfg = dict(config.optimizer)
-        params = get_optimizer_grouped_parameters(network, opt_cfg.get("weight_decay", 0.0) or 0.0)
+        opt_cfg.pop("swap", None)  # upstream's key; the config check refuses any value but False
         optimizer = build_from_config(opt_cfg, T.OPTIMIZER, params=params, learning_rate=lr)
         network.set_train(True)
         wrapper_cfg = dict(config.get("runner_wrapper") or {"type": "MFTrainOneStepCell"})
@@ -340,14 +425,11 @@ class CausalLanguageModelingTrainer:
 
     def _build_dataset(self, config, split, tokenizer, seq_length, batch_size, env, skip_samples: int = 0,
                        vocab_size: Optional[int] = None):
-        task = config.get(f"{split}_dataset_task")
-        ds_cfg = config.get(f"{split}_dataset")
-        if not task and not ds_cfg:
+        task = dict(config.get(f"{split}_dataset_task") or {"type": "CausalLanguageModelDataset"})
+        # upstream's rule at the point of use: the task's dataset_config is <split>_dataset when that is set
+        dataset_config = dict(config.get(f"{split}_dataset") or task.get("dataset_config") or {})
+        if not dataset_config:
             raise ValueError(f"{split}_dataset is not set in the config")
-        if not task:
-            task = {"type": "CausalLanguageModelDataset", "dataset_config": ds_cfg}
-        task = dict(task)
-        dataset_config = dict(task.get("dataset_config") or ds_cfg)
         dataset_config["batch_size"] = batch_size
         task["dataset_config"] = dataset_config
         return build_from_config(task, T.DATASET, tokenizer=tokenizer, seq_length=seq_length,
@@ -444,11 +526,20 @@ def _shard_for_semi_auto_parallel(config, network, env):
     logger.info("shard plan:\n%s", plan.describe())
 
 
+# generation keys upstream keeps in model_config (read when the YAML sets them there), by GenerationConfig name
+MODEL_CONFIG_GENERATION_KEYS = {"do_sample": "do_sample", "top_k": "top_k", "top_p": "top_p",
+                                "repetition_penalty": "repetition_penalty", "max_decode_length": "max_length"}
+
+
 def predict_generation_config(config):
-    """The YAML's `generation_config` keys over those of `pretrained_model_dir`/generation_config.json (if any)."""
+    """Decoding settings, each layer over the one before: `pretrained_model_dir`/generation_config.json, the
+    generation keys the YAML sets in `model.model_config` (upstream's place for them), the `generation_config`
+    section."""
     from ..generation import GenerationConfig
 
-    yaml_keys = _plain(config.get("generation_config") or {})
+    model_cfg = (config.get("model") or {}).get("model_config") or {}
+    from_model = {ours: model_cfg[key] for key, ours in MODEL_CONFIG_GENERATION_KEYS.items() if key in model_cfg}
+    yaml_keys = {**from_model, **_plain(config.get("generation_config") or {})}
     model_dir = config.get("pretrained_model_dir")
     if model_dir:
         from ..tools.paths import resolve_repo_path
@@ -537,11 +628,13 @@ def score_dataset(network, dataset) -> dict:
 
 
 class _EvalDuringTraining(Callback):
-    """Scores eval_dataset every `interval` steps and at the end of training; logs and appends to a jsonl file."""
+    """Scores eval_dataset every `interval` steps and/or every `epoch_interval` epochs (0 = not by that measure)
+    and at the end of training; logs and appends to a jsonl file."""
 
-    def __init__(self, network, dataset, interval: int, path: Optional[str]):
+    def __init__(self, network, dataset, interval: int, path: Optional[str], epoch_interval: int = 0):
         super().__init__()
-        self.network, self.dataset, self.interval, self.path = network, dataset, max(1, interval), path
+        self.network, self.dataset, self.interval, self.path = network, dataset, max(0, interval), path
+        self.epoch_interval = max(0, epoch_interval)
         self.results = []
         self._last = None
 
@@ -557,7 +650,12 @@ class _EvalDuringTraining(Callback):
 
     def on_train_step_end(self, run_context):
         cb = run_context.original_args()
-        if cb.cur_step_num % self.interval == 0:
+        if self.interval and cb.cur_step_num % self.interval == 0:
+            self._run(cb.cur_step_num, cb)
+
+    def on_train_epoch_end(self, run_context):
+        cb = run_context.original_args()
+        if self.epoch_interval and cb.cur_epoch_num % self.epoch_interval == 0 and cb.cur_step_num != self._last:
             self._run(cb.cur_step_num, cb)
 
     def on_train_end(self, run_context):

@@ -13,7 +13,7 @@ __all__ = ["MFTrainOneStepCell"]
 
 # Upstream options this implementation does not provide: key -> the only accepted (default) value.
 _UNSUPPORTED = {"local_norm": False, "calculate_per_token_loss": False, "use_skip_data_by_global_norm": False,
-                "print_separate_loss": False}
+                "print_separate_loss": False, "global_norm_spike_threshold": 1.0}
 
 
 @MindFormerRegister.register(MindFormerModuleType.WRAPPER)
@@ -39,10 +39,10 @@ class MFTrainOneStepCell(nn.Cell):
                  global_norm_spike_threshold: float = 1.0, use_skip_data_by_global_norm: bool = False,
                  print_separate_loss: bool = False, gradient_accumulation_steps: int = 1, norm_groups=None):
         super().__init__(auto_prefix=False)
-        # global_norm_spike_threshold only tunes use_skip_data_by_global_norm: accepted so upstream YAMLs load.
+        # global_norm_spike_threshold only tunes use_skip_data_by_global_norm, so it is refused with it
         given = {"local_norm": local_norm, "calculate_per_token_loss": calculate_per_token_loss,
                  "use_skip_data_by_global_norm": use_skip_data_by_global_norm,
-                 "print_separate_loss": print_separate_loss}
+                 "print_separate_loss": print_separate_loss, "global_norm_spike_threshold": global_norm_spike_threshold}
         device = ms.get_context("device_target")
         for key, value in given.items():
             if value != _UNSUPPORTED[key]:

@@ -50,7 +50,7 @@ def test_layers_merge_in_order_child_last(layered):
 
 def test_overrides_apply_before_references_and_are_typed(layered):
     cfg = load_config(layered, ["seed=7", "runner_config.batch_size=16", "runner_config.sink_mode=True",
-                                "parallel_config.data_parallel=2"])
+                                "parallel_config.data_parallel=2", "use_parallel=True"])
     assert cfg.seed == 7 and cfg.runner_config.batch_size == 16
     assert cfg.runner_config.sink_mode is True
     assert cfg.output_dir == "./out_7_16"

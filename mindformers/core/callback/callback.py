@@ -15,6 +15,7 @@ import numpy as np
 from mindspore.train import Callback
 
 from ...checkpoint import prune_checkpoints, snapshot, write_checkpoint
+from ...tools.refuse import refuse_unsupported
 from ...tools.register import MindFormerModuleType, MindFormerRegister
 
 logger = logging.getLogger("mindformers")
@@ -116,6 +117,16 @@ class MFLossMonitor(Callback):
                  print_separate_loss: bool = False, peak_flops: Optional[float] = None,
                  metrics_file: Optional[str] = None):
         super().__init__()
+        derived = "derived from the run itself"
+        refuse_unsupported("MFLossMonitor", {
+            "learning_rate": (learning_rate, None, "the logged learning rate is read from the run's schedule"),
+            "micro_batch_num": (micro_batch_num, 1, derived), "origin_epochs": (origin_epochs, None, derived),
+            "micro_batch_interleave_num": (micro_batch_interleave_num, 1, derived),
+            "dataset_size": (dataset_size, None, derived), "initial_epoch": (initial_epoch, 0, derived),
+            "global_batch_size": (global_batch_size, 0, derived),
+            "gradient_accumulation_steps": (gradient_accumulation_steps, 1, derived),
+            "calculate_per_token_loss": (calculate_per_token_loss, False, "the logged loss is the step's loss"),
+            "print_separate_loss": (print_separate_loss, False, "the step has one loss to print")})
         self.per_print_times = max(1, int(per_print_times))
         self.check_for_nan = check_for_nan_in_loss_and_grad
         self.peak_flops = peak_flops
@@ -221,8 +232,22 @@ class CheckpointMonitor(Callback):
         if checkpoint_format != "safetensors":
             raise ValueError(f"CheckpointMonitor.checkpoint_format: '{checkpoint_format}' is not supported; "
                              f"use 'safetensors'")
-        if enc_key:
-            raise ValueError("CheckpointMonitor.enc_key: encrypted checkpoints are not supported")
+        no = "not supported here"
+        refuse_unsupported("CheckpointMonitor", {
+            "enc_key": (enc_key, None, "encrypted checkpoints are " + no),
+            "enc_mode": (enc_mode, "AES-GCM", "encrypted checkpoints are " + no),
+            "keep_checkpoint_per_n_minutes": (keep_checkpoint_per_n_minutes, 0, "time-based retention is " + no
+                                              + "; use keep_checkpoint_max"),
+            "save_network_params": (save_network_params, False, "a separate weights-only copy is " + no
+                                    + "; model.safetensors holds the weights"),
+            "save_trainable_params": (save_trainable_params, False, "a trainable-only copy is " + no
+                                      + " (LoRA adapters are saved under output_dir/adapter)"),
+            "saved_network": (saved_network, None, "the trained network is saved"),
+            "append_info": (append_info, None, "extra entries in the checkpoint are " + no),
+            "exception_save": (exception_save, False, "saving on an exception is " + no
+                               + " (SIGTERM saves after the current step)"),
+            "remove_redundancy": (remove_redundancy, False, "rank 0 writes the one copy"),
+            "global_batch_size": (global_batch_size, 0, "derived from the run itself")})
         self.prefix = prefix
         self.directory = directory
         self.save_steps = int(save_checkpoint_steps or 0)

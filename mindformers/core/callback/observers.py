@@ -158,7 +158,8 @@ class ProfileCallback(Callback):
     """mindspore.Profiler over steps [profile_start_step, profile_stop_step], written under `output_path`.
 
     The top-level upstream keys map onto it: profile, profile_start_step, profile_stop_step,
-    profile_rank_ids (None = every rank), init_start_profile (start before the first step), profile_memory,
+    profile_rank_ids (None = every rank), init_start_profile (start before the first step), profiler_level
+    (MindSpore's ProfilerLevel 0-2), profile_output (the directory, else output_dir/profile), profile_memory,
     profile_communication and profile_pipeline (Ascend collections: on another device they stop the run with
     a message instead of being dropped). Analysis runs when profiling stops; open the result with MindStudio
     Insight or read its csv/json (e.g. FRAMEWORK/cpu_op_type_info_0.csv, ASCEND_PROFILER_OUTPUT/trace_view.json).
@@ -167,8 +168,10 @@ class ProfileCallback(Callback):
     def __init__(self, output_path: str, profile_start_step: int = 1, profile_stop_step: int = 10,
                  profile_rank_ids: Optional[List[int]] = None, init_start_profile: bool = False,
                  profile_memory: bool = False, profile_communication: bool = False, profile_pipeline: bool = False,
-                 rank_id: int = 0, device_target: str = "CPU"):
+                 profiler_level: Optional[int] = None, rank_id: int = 0, device_target: str = "CPU"):
         super().__init__()
+        if profiler_level not in (None, 0, 1, 2):
+            raise ValueError(f"profiler_level: {profiler_level!r} must be 0, 1 or 2 (MindSpore's ProfilerLevel)")
         ascend_only = [k for k, v in (("profile_memory", profile_memory),
                                       ("profile_communication", profile_communication),
                                       ("profile_pipeline", profile_pipeline)) if v]
@@ -185,6 +188,9 @@ class ProfileCallback(Callback):
         # only the Ascend collections that were asked for (passing False for profile_communication warns)
         self.kwargs = {k: True for k, v in (("profile_memory", profile_memory),
                                             ("profile_communication", profile_communication)) if v}
+        if profiler_level is not None:
+            from mindspore.profiler import ProfilerLevel
+            self.kwargs["profiler_level"] = getattr(ProfilerLevel, f"Level{profiler_level}")
         self.profiler = None
         self.done = False
 

@@ -55,26 +55,35 @@ def config_from_hf(model_dir: str, overrides: Optional[dict] = None):
     return family.config_class(**kwargs)
 
 
-def config_from_section(model_config: dict):
-    """(config, model class) from a type-less `model_config` that names its Hugging Face `model_type` (upstream
-    2.x pretrain YAMLs): config.json keys and 2.x keys side by side in one section, no directory."""
+def _split_section(model_config: dict):
+    """A type-less model_config naming its model_type: (family, our kwargs from its config.json keys, the rest)."""
     where = "model.model_config"
     family = family_of(model_config, where)
     hf_names = set(family.to_hf(family.config_class())) | {"model_type"}
     hf = {k: v for k, v in model_config.items() if k in hf_names}
+    if hf.get("hidden_act") == "swiglu":  # upstream's name for the SiLU-gated MLP that config.json calls silu
+        hf["hidden_act"] = "silu"
     try:
-        kwargs = {k: v for k, v in family.from_hf(hf).items() if v is not None}
+        base = {k: v for k, v in family.from_hf(hf).items() if v is not None}
     except KeyError as err:
         raise ValueError(f"{where}: model_type {family.model_type!r} needs '{err.args[0]}' (the config.json "
                          f"key) in the section") from None
-    rest = {k: v for k, v in model_config.items() if k not in hf_names}
+    except ValueError as err:  # from_hf speaks of config.json; here the keys are the section's
+        raise ValueError(str(err).replace("config.json ", f"{where}.", 1)) from None
+    return family, base, {k: v for k, v in model_config.items() if k not in hf_names}
+
+
+def config_from_section(model_config: dict):
+    """(config, model class) from a type-less `model_config` that names its Hugging Face `model_type` (upstream
+    2.x pretrain YAMLs): config.json keys and 2.x keys side by side in one section, no directory."""
+    family, kwargs, rest = _split_section(model_config)
     kwargs.update(translate_2x(rest, family.config_class, kwargs))
     return family.config_class(**kwargs), family.model_class
 
 
 def section_problems(model_config: dict, model_dir: Optional[str]) -> list:
-    """Every problem of a type-less model_config (2.x vocabulary) read with `model_dir`'s config.json, as
-    (key or None, message): each key is tried on its own, then the whole section."""
+    """Every problem of a type-less model_config (2.x vocabulary) read with `model_dir`'s config.json (or, without
+    one, its own model_type and config.json keys), as (key or None, message): each key on its own, then all."""
     model_config = {k: v for k, v in dict(model_config).items() if k != "type"}
     if model_dir:
         hf = read_hf_config(resolve_repo_path(model_dir, "pretrained_model_dir"))
@@ -82,7 +91,7 @@ def section_problems(model_config: dict, model_dir: Optional[str]) -> list:
         base = {k: v for k, v in family.from_hf(hf).items() if v is not None}
         keys = model_config
     else:
-        family, base, keys = family_of(model_config, "model.model_config"), {}, {}
+        family, base, keys = _split_section(model_config)
     problems = []
     for key, value in keys.items():
         try:

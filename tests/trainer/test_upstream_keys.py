@@ -1,0 +1,104 @@
+"""Upstream 2.x top-level keys that the trainer acts on, and parallel settings refused before any work."""
+import json
+import os
+import time
+
+import pytest
+
+from mindformers.checkpoint import find_resume_checkpoint
+from mindformers.config import ConfigError, MindFormerConfig, load_config, validate_config
+from mindformers.trainer.causal_lm import _data_skip_steps, _EvalDuringTraining, scaled_learning_rate
+
+BASE = "configs/llama/pretrain_llama_tiny.yaml"
+
+
+def test_data_skip_on_resume_follows_ignore_data_skip_and_data_skip_steps():
+    assert _data_skip_steps(MindFormerConfig({}), 40) == 40
+    assert _data_skip_steps(MindFormerConfig({"ignore_data_skip": True, "data_skip_steps": 5}), 40) == 0
+    assert _data_skip_steps(MindFormerConfig({"data_skip_steps": 5}), 40) == 5
+    with pytest.raises(ValueError, match="data_skip_steps"):
+        _data_skip_steps(MindFormerConfig({"data_skip_steps": -1}), 40)
+
+
+def test_lr_scale_multiplies_by_the_global_batch_over_the_factor():
+    config = MindFormerConfig({"lr_scale": True, "lr_scale_factor": 64, "runner_config": {"batch_size": 4}})
+    section = {"type": "CosineWithWarmUpLR", "learning_rate": 1e-3}
+    assert scaled_learning_rate(config, section, 2)["learning_rate"] == pytest.approx(1e-3 * 2 * 4 / 64)
+    assert scaled_learning_rate(config, {"base_lr": 1e-3}, 1)["base_lr"] == pytest.approx(1e-3 * 4 / 64)
+    assert scaled_learning_rate(MindFormerConfig({"lr_scale_factor": 64}), section, 2) == section
+
+
+def _checkpoint(root, name, step):
+    path = os.path.join(root, name)
+    os.makedirs(path)
+    with open(os.path.join(path, "state.json"), "w") as f:
+        json.dump({"step": step}, f)
+    return path
+
+
+def test_resume_by_last_timestamp_takes_the_newest_checkpoint_written(tmp_path):
+    older = _checkpoint(str(tmp_path), "run-step20", 20)
+    time.sleep(0.05)
+    newer = _checkpoint(str(tmp_path), "run-step10", 10)
+    (tmp_path / "latest").write_text("run-step20")
+    assert find_resume_checkpoint(str(tmp_path), True) == older
+    assert find_resume_checkpoint(str(tmp_path), True, by_time=True) == newer
+
+
+def test_load_ckpt_format_must_match_the_weights_file(tmp_path):
+    from mindformers.checkpoint import load_weights
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(ValueError, match="load_ckpt_format: 'ckpt'"):
+        load_weights(None, str(weights), expected_format="ckpt")
+
+
+class _Context:
+    def __init__(self, cb):
+        self.cb = cb
+
+    def original_args(self):
+        return self.cb
+
+
+def test_eval_epoch_interval_evaluates_at_epoch_ends(monkeypatch):
+    import mindformers.trainer.causal_lm as causal_lm
+    monkeypatch.setattr(causal_lm, "score_dataset", lambda net, ds: {"loss": 1.0, "perplexity": 2.7, "tokens": 1})
+    callback = _EvalDuringTraining(None, None, 0, None, epoch_interval=2)
+    cb = MindFormerConfig({"cur_step_num": 0, "cur_epoch_num": 1})
+    for step in range(1, 13):   # 3 steps an epoch, 4 epochs
+        cb.cur_step_num, cb.cur_epoch_num = step, (step - 1) // 3 + 1
+        callback.on_train_step_end(_Context(cb))
+        if step % 3 == 0:
+            callback.on_train_epoch_end(_Context(cb))
+    assert [r["step"] for r in callback.results] == [6, 12]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["use_parallel=True", "parallel.parallel_mode=1"], "'parallel.parallel_mode: 1' needs Ascend"),
+    (["parallel_config.model_parallel=2"], "'parallel_config.model_parallel: 2' is not supported on CPU"),
+    (["parallel_config.pipeline_stage=2"], "'parallel_config.pipeline_stage: 2' is not supported"),
+    (["parallel_config.data_parallel=2"], "needs use_parallel: True and 2 workers"),
+    (["parallel_config.expert_parallel=2"], "'parallel_config.expert_parallel: 2' is not supported"),
+    (["runner_config.initial_step=5"], "runner_config.initial_step"),
+    (["moe_config={expert_num: 8}"], "moe_config"),
+])
+def test_settings_that_cannot_run_are_refused_at_load(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(BASE, overrides)
+
+
+def test_model_parallel_is_planned_on_ascend_not_refused():
+    config = load_config(BASE, validate=False)
+    config.context.device_target = "Ascend"
+    config.merge_from_dict({"parallel_config.model_parallel": 2, "use_parallel": True, "parallel.parallel_mode": 1})
+    validate_config(config)
+
+
+def test_generation_keys_set_in_model_config_reach_generation():
+    from mindformers.trainer.causal_lm import predict_generation_config
+    config = MindFormerConfig({"model": {"model_config": {"top_k": 3, "do_sample": True, "max_decode_length": 40,
+                                                          "repetition_penalty": 1.2, "top_p": 0.9}},
+                               "generation_config": {"top_k": 7}})
+    gen = predict_generation_config(config)
+    assert (gen.top_k, gen.do_sample, gen.max_length, gen.repetition_penalty, gen.top_p) == (7, True, 40, 1.2, 0.9)
