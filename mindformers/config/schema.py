@@ -182,10 +182,11 @@ SCHEMA: Dict[str, Any] = {
 }
 
 
-def validate_config(cfg) -> None:
+def validate_config(cfg, run: bool = True) -> None:
     """Check every key of `cfg` against SCHEMA; raise ConfigError listing each problem on its own line.
 
-    Keys without effect on this device are logged once each."""
+    Keys without effect on this device are logged once each. `run=False` checks a layout that is only planned
+    (python -m mindformers.parallel): parallel settings that cannot run here are then not refused."""
     sectioned = [k for k in SECTIONED_FORM if k in cfg]
     if sectioned:
         raise ConfigError(f"{cfg.where(sectioned[0])}: this is upstream's sectioned config form "
@@ -194,13 +195,16 @@ def validate_config(cfg) -> None:
                           f"docs/upstream.md)")
     errors: List[str] = []
     device = (cfg.get("context") or {}).get("device_target") or "CPU"
-    _check(cfg, SCHEMA, (), cfg, errors, device)
-    _check_parallel(cfg, device, errors)
+    _check(cfg, SCHEMA if run else _PLANNING_SCHEMA, (), cfg, errors, device)
+    if run:
+        _check_parallel(cfg, device, errors)
     if errors:
         raise ConfigError("\n".join(errors))
 
 
 _NOTED = set()
+# the schema for planning a layout: parallel_config's refused keys are what the planner is there to show
+_PLANNING_SCHEMA = {**SCHEMA, "parallel_config": {k: None for k in SCHEMA["parallel_config"]}}
 # top-level sections of upstream's newer (pynative, torchtitan-style) config form
 SECTIONED_FORM = ("checkpoint", "training", "parallelism", "lr_scheduler")
 

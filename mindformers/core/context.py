@@ -42,8 +42,8 @@ def build_context(config) -> dict:
     try:
         ms.set_device(device, device_id if device != "CPU" else None)
     except (RuntimeError, ValueError) as e:
-        raise RuntimeError(f"context.device_target: cannot use {device} here ({e}); "
-                           f"set device_target: CPU to run on this machine") from None
+        raise ValueError(f"context.device_target: cannot use {device} here ({e}); "
+                         f"set device_target: CPU to run on this machine") from None
 
     deterministic = ctx.pop("deterministic", None)
     sync_key = "infer_precision_sync" if config.get("run_mode") in ("eval", "predict") else "train_precision_sync"
@@ -161,8 +161,8 @@ def _init_distributed(config, device: str):
     from mindspore.communication import get_group_size, get_rank, init
 
     if "MS_WORKER_NUM" not in os.environ and "RANK_TABLE_FILE" not in os.environ:
-        raise RuntimeError("use_parallel: True needs the workers started by msrun: "
-                           "bash msrun_launcher.sh \"run_mindformer.py --config ...\" <worker_num>")
+        raise ValueError("use_parallel: True needs the workers started by msrun: "
+                         "bash msrun_launcher.sh \"run_mindformer.py --config ...\" <worker_num>")
     init()
     rank_id, device_num = get_rank(), get_group_size()
     for key in ("device_num", "parallel.device_num"):
@@ -176,17 +176,17 @@ def _init_distributed(config, device: str):
         beyond_dp = {k: v for k, v in (("model_parallel", layout.mp), ("pipeline_stage", layout.pp),
                                        ("context_parallel", layout.cp)) if v > 1}
         if beyond_dp:
-            raise RuntimeError(f"parallel_config {beyond_dp} needs parallel.parallel_mode: 1 (semi_auto_parallel), "
-                               f"but parallel_mode is 0 (data parallel); set them to 1 or switch the mode (Ascend)")
+            raise ValueError(f"parallel_config {beyond_dp} needs parallel.parallel_mode: 1 (semi_auto_parallel), "
+                             f"but parallel_mode is 0 (data parallel); set them to 1 or switch the mode (Ascend)")
         if layout.dp not in (1, device_num):
-            logger.info("parallel_config.data_parallel %d differs from the %d workers; data parallel uses all %d",
-                        layout.dp, device_num, device_num)
+            raise ValueError(f"parallel_config.data_parallel: {layout.dp} but msrun started {device_num} workers; "
+                             f"set data_parallel: {device_num} (or 1)")
     else:
         MeshLayout.from_config(config.get("parallel_config"), device_num)  # the mesh must fit the devices
         if device == "CPU":
-            raise RuntimeError(f"parallel.parallel_mode: {parallel.get('parallel_mode')} ({mode_name}) needs Ascend "
-                               f"devices (MindSpore runs only data parallel on CPU); on CPU use parallel_mode: 0. "
-                               f"Check the layout without devices: python -m mindformers.parallel --config <yaml>")
+            raise ValueError(f"parallel.parallel_mode: {parallel.get('parallel_mode')} ({mode_name}) needs Ascend "
+                             f"devices (MindSpore runs only data parallel on CPU); on CPU use parallel_mode: 0. "
+                             f"Check the layout without devices: python -m mindformers.parallel --config <yaml>")
     kwargs = {}
     layout_keys = {k: parallel[k] for k in SEMI_AUTO_KEYS if parallel.get(k) not in (None, False, "", [], {})}
     if mode_name != "data_parallel":

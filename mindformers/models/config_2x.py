@@ -40,10 +40,11 @@ class Rule:
 TABLE: Dict[str, Rule] = {}
 
 
-def _map(target, *sources: str, convert=None, allowed=(), why=""):
+def _map(target, *sources: str, convert=None, allowed=(), why="", check: Optional[Check] = None):
+    """`sources` set our `target`; a family without the target accepts only `allowed` (or what `check` passes)."""
     targets = (target,) if isinstance(target, str) else tuple(target)
     for key in sources or targets[:1]:
-        TABLE[key] = Rule("map", targets, tuple(allowed), why, convert)
+        TABLE[key] = Rule("map", targets, tuple(allowed), why, convert, check)
 
 
 def _same(*keys: str):
@@ -102,7 +103,9 @@ _map("n_kv_heads", "n_kv_heads", "num_key_value_heads", "num_query_groups", "mul
 _map("intermediate_size", "intermediate_size", "ffn_hidden_size")
 _map("head_dim", "head_dim", "kv_channels", why="this family derives head_dim = hidden_size / num_heads")
 _map("qkv_has_bias", "qkv_has_bias", "add_qkv_bias", "attention_bias")
-_map("qk_norm", "qk_layernorm", "use_qk_norm", allowed=(False,), why="this family has no q/k RMSNorm (Qwen3 does)")
+# with MLA (DeepSeek-V3) upstream's qk_layernorm is the RMSNorm of the q and kv latents, which MLA here always has
+_map("qk_norm", "qk_layernorm", "use_qk_norm", allowed=(False,), why="this family has no q/k RMSNorm (Qwen3 does)",
+     check=lambda v, m, cls: not v or _accepts(cls, "kv_lora_rank"))
 _map("rms_norm_eps", "rms_norm_eps", "layernorm_epsilon", "layer_norm_epsilon")
 _map("theta", "theta", "rope_theta", "rotary_base")
 _map("max_position_embedding", "max_position_embeddings")
@@ -301,7 +304,7 @@ def translate_2x(model_config: dict, config_class: type, base: Optional[dict] = 
         else:
             target = next((t for t in rule.target if _accepts(config_class, t)), None)
             if target is None:
-                if value not in rule.allowed:
+                if not (rule.check(value, model_config, config_class) if rule.check else value in rule.allowed):
                     _refuse(key, value, f"{config_class.__name__} has no {rule.target[0]} ({rule.why})")
                 continue
             new = rule.convert(key, value, model_config) if rule.convert else value

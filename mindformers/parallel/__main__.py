@@ -16,13 +16,14 @@ def main(argv=None) -> int:
     parser.add_argument("--save_strategy", default=None, help="write the plan to this JSON strategy file")
     parser.add_argument("--options", nargs="*", default=[], help="key.path=value overrides, as run_mindformer")
     args = parser.parse_args(argv)
-    from ..config import load_config
+    from ..config import load_config, validate_config
     from ..tools.cli import parse_options
     from .apply import plan_from_config
     import mindformers.models  # noqa: F401  (registers the families)
 
     try:
-        config = load_config(args.config, parse_options(args.options))
+        config = load_config(args.config, parse_options(args.options), validate=False)
+        validate_config(config, run=False)  # a planned layout, not a run: Ascend-only sizes are the point
         plan = plan_from_config(config, args.device_num)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -54,13 +54,26 @@ def test_invalid_values_are_errors(key, value, message):
 
 
 @pytest.mark.parametrize("key, value", [
-    ("is_dynamic", True), ("block_size", 32), ("num_blocks", 1024), ("qkv_concat", True),
-    ("fine_grain_interleave", 2), ("pp_interleave_num", 2), ("offset", [0, 1]), ("extend_method", "FOO"),
+    ("pp_interleave_num", 2), ("offset", [0, 1]), ("extend_method", "FOO"),
     ("scaling_factor", 2.0),  # without a scaling type it would change nothing
 ])
 def test_unsupported_features_are_refused_by_name(key, value):
     with pytest.raises(ValueError, match=f"model_config.{key}"):
         LlamaConfig(**{**TINY, key: value})
+
+
+@pytest.mark.parametrize("key, value", [
+    ("is_dynamic", True), ("block_size", 32), ("num_blocks", 1024), ("qkv_concat", True),
+    ("fine_grain_interleave", 2)])
+def test_ascend_layout_hints_are_logged_once_and_change_nothing(key, value, caplog):
+    import logging
+    from mindformers.models.llama import llama_config
+    llama_config._NOTED.discard(key)
+    with caplog.at_level(logging.INFO, logger="mindformers"):
+        LlamaConfig(**{**TINY, key: value})
+        config = LlamaConfig(**{**TINY, key: value})
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [f"model_config.{key}"]
+    assert config.num_params() == LlamaConfig(**TINY).num_params()
 
 
 def test_supported_scaling_and_accepted_no_op_keys():

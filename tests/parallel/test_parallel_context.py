@@ -31,12 +31,12 @@ def test_data_parallel_runs_on_cpu(fake_cluster):
 
 
 def test_model_parallel_in_data_parallel_mode_is_an_error(fake_cluster):
-    with pytest.raises(RuntimeError, match=r"parallel_config \{'model_parallel': 2\} needs parallel.parallel_mode: 1"):
+    with pytest.raises(ValueError, match=r"parallel_config \{'model_parallel': 2\} needs parallel.parallel_mode: 1"):
         build_context(config(0, model_parallel=2))
 
 
 def test_semi_auto_parallel_on_cpu_names_ascend(fake_cluster):
-    with pytest.raises(RuntimeError, match=r"semi_auto_parallel\) needs Ascend devices .*"
+    with pytest.raises(ValueError, match=r"semi_auto_parallel\) needs Ascend devices .*"
                                            r"python -m mindformers.parallel"):
         build_context(config(1, data_parallel=1, model_parallel=2))
 

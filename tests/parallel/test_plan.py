@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from mindformers.config import load_config
+from mindformers.config import load_config, validate_config
 from mindformers.models import LlamaConfig, LlamaForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 from mindformers.parallel import MeshLayout, ShardPlan, apply_plan, plan_from_config
 
@@ -130,7 +130,8 @@ def test_real_size_plan_without_allocating_weights():
     """Llama-3-8B's plan is built from shapes only (no_init_parameters): memory stays far below 32 GB."""
     config = load_config(os.path.join(ROOT, "configs/llama/predict_llama3_8b.yaml"),
                          {"parallel_config.data_parallel": 2, "parallel_config.model_parallel": 8,
-                          "parallel_config.pipeline_stage": 4, "parallel_config.micro_batch_num": 8})
+                          "parallel_config.pipeline_stage": 4, "parallel_config.micro_batch_num": 8}, validate=False)
+    validate_config(config, run=False)  # planned, as python -m mindformers.parallel checks it
     plan = plan_from_config(config, 64)
     assert plan.params["model.layers.31.mlp.gate_proj.weight"].shape == (14336, 4096)
     assert plan.params["model.layers.31.mlp.gate_proj.weight"].stages == (3,)

@@ -12,13 +12,16 @@ import numpy as np
 
 from ...tools.paths import resolve_repo_path
 from ..base import is_step_state
-from ..config_2x import translate_2x
+from ..config_2x import YARN_KEYS, translate_2x
 from .families import HF_FAMILIES, family_of, family_of_config
 from .safetensors_io import read_weights_dir, save_weights_dir
 
 logger = logging.getLogger("mindformers")
 
 CONFIG_FILE = "config.json"
+# model_config keys checked together: position_embedding_type: yarn needs its factor and parameters
+ROPE_GROUP = set(YARN_KEYS) | {"position_embedding_type", "scaling_factor", "rotary_scaling_factor", "rope_type",
+                                "factor"}
 # Buffers some HF checkpoints carry that are not parameters (we recompute RoPE tables from the config).
 _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
@@ -59,15 +62,14 @@ def _split_section(model_config: dict):
     """A type-less model_config naming its model_type: (family, our kwargs from its config.json keys, the rest)."""
     where = "model.model_config"
     family = family_of(model_config, where)
-    hf_names = set(family.to_hf(family.config_class())) | {"model_type"}
-    hf = {k: v for k, v in model_config.items() if k in hf_names}
+    defaults = family.to_hf(family.config_class())  # upstream too falls back on its config class's defaults
+    hf_names = set(defaults) | {"model_type"}
+    hf = {**{k: v for k, v in defaults.items() if v is not None},
+          **{k: v for k, v in model_config.items() if k in hf_names}}
     if hf.get("hidden_act") == "swiglu":  # upstream's name for the SiLU-gated MLP that config.json calls silu
         hf["hidden_act"] = "silu"
     try:
         base = {k: v for k, v in family.from_hf(hf).items() if v is not None}
-    except KeyError as err:
-        raise ValueError(f"{where}: model_type {family.model_type!r} needs '{err.args[0]}' (the config.json "
-                         f"key) in the section") from None
     except ValueError as err:  # from_hf speaks of config.json; here the keys are the section's
         raise ValueError(str(err).replace("config.json ", f"{where}.", 1)) from None
     return family, base, {k: v for k, v in model_config.items() if k not in hf_names}
@@ -92,12 +94,14 @@ def section_problems(model_config: dict, model_dir: Optional[str]) -> list:
         keys = model_config
     else:
         family, base, keys = _split_section(model_config)
+    # the RoPE/YaRN keys only make sense together: tried as one group, every other key on its own
+    rope = {k: v for k, v in keys.items() if k in ROPE_GROUP}
     problems = []
-    for key, value in keys.items():
+    for group in [{k: v} for k, v in keys.items() if k not in rope] + ([rope] if rope else []):
         try:
-            translate_2x({key: value}, family.config_class, base)
+            translate_2x(group, family.config_class, base)
         except ValueError as err:
-            problems.append((key, str(err)))
+            problems.append((next(iter(group)) if len(group) == 1 else None, str(err)))
     if not problems:
         try:
             if model_dir:

@@ -1,4 +1,5 @@
 """LlamaConfig: the `model.model_config` section of a Llama YAML (upstream key names and defaults)."""
+import logging
 import numbers
 from typing import Optional, Union
 
@@ -7,17 +8,22 @@ from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..base import BaseConfig, check_dtype
 
-# Non-default values of these keys select features this project does not have yet: each must fail loudly.
+logger = logging.getLogger("mindformers")
+
+# Non-default values of these keys select features this project does not have: each fails loudly.
 _UNSUPPORTED = {
-    "is_dynamic": (False, "dynamic-shape inference is not implemented yet; set is_dynamic: False"),
-    "block_size": (16, "paged attention (block_size/num_blocks) is not implemented yet; remove the key"),
-    "num_blocks": (512, "paged attention (block_size/num_blocks) is not implemented yet; remove the key"),
-    "qkv_concat": (False, "a fused qkv projection is not implemented (q/k/v stay separate, as in Hugging "
-                          "Face checkpoints); set qkv_concat: False"),
-    "fine_grain_interleave": (1, "fine-grained interleaving overlaps model-parallel communication on Ascend "
-                                 "and is not implemented; set fine_grain_interleave: 1"),
     "pp_interleave_num": (1, "pipeline interleaving is not implemented; set pp_interleave_num: 1"),
 }
+# Ascend speed and memory layouts that compute the same model: a non-default value is logged once.
+_NO_EFFECT = {
+    "is_dynamic": (False, "generation compiles one graph per (batch, length) shape and keeps the last few"),
+    "block_size": (16, "the KV cache is a static (batch, max length) buffer, not paged blocks"),
+    "num_blocks": (512, "the KV cache is a static (batch, max length) buffer, not paged blocks"),
+    "qkv_concat": (False, "q/k/v stay separate projections as in Hugging Face checkpoints; a fused qkv matmul "
+                          "computes the same outputs"),
+    "fine_grain_interleave": (1, "fine-grained interleaving only overlaps model-parallel communication"),
+}
+_NOTED = set()
 
 
 def _positive_int(key, value):
@@ -116,6 +122,10 @@ class LlamaConfig(BaseConfig):
         for key, (default, why) in _UNSUPPORTED.items():
             if args[key] != default:
                 raise ValueError(f"model_config.{key}={args[key]!r} is not supported: {why}")
+        for key, (default, why) in _NO_EFFECT.items():
+            if args[key] != default and key not in _NOTED:
+                _NOTED.add(key)
+                logger.info("model_config.%s: has no effect here (%s)", key, why)
         offsets = offset if isinstance(offset, (list, tuple)) else [offset]
         if any(o != 0 for o in offsets):
             raise ValueError(f"model_config.offset={offset!r} is not supported: it moves layers between pipeline "
