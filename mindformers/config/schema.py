@@ -52,8 +52,6 @@ def _keys(*names: str, rule=None) -> Dict[str, Any]:
     return {n: rule for n in " ".join(names).split()}
 
 
-ASCEND = ("Ascend",)
-NOT_ASCEND = ("CPU", "GPU")
 _NO_EFFECT_HERE = "a dataset pipeline speed setting; the generator source here is read by one worker"
 _SEMI_AUTO = "a semi-auto parallel (Ascend) setting; with parallel_mode 0 (data parallel) there is no layout"
 _PLANNED_ONLY = ("planned but not wired to a running mechanism here (no pipeline micro-batch cell, expert or "
@@ -95,7 +93,7 @@ SCHEMA: Dict[str, Any] = {
     "remote_save_url": Refused("remote (OBS) checkpoint upload is not supported; copy output_dir yourself"),
     "local_rank": Refused("ranks come from msrun's environment; remove the key"),
     "adapter_id": Refused("multi-adapter (multi-LoRA) serving is not supported; use pet_config.adapter_dir"),
-    "mstx": Refused("mstx profiling markers need Ascend", devices=NOT_ASCEND),
+    "mstx": Refused("mstx profiling markers are not implemented"),
     "layer_scale": Refused("layer-wise LR decay (layer_scale/layer_decay) is not implemented"),
     "layer_decay": NoEffect("read only with layer_scale: True"),
     "use_checkpoint_health_monitor": Refused("the checkpoint health monitor needs Ascend's TFT service"),
@@ -119,10 +117,11 @@ SCHEMA: Dict[str, Any] = {
         **_keys("mode device_target device_id max_call_depth save_graphs save_graphs_path memory_optimize_level",
                 "runtime_num_threads deterministic enable_compile_cache compile_cache_path jit_config",
                 "pynative_synchronize precompile_only"),
+        # passed to mindspore.set_context on an accelerator (core/context.py)
         **_keys("max_device_memory mempool_block_size op_timeout enable_graph_kernel graph_kernel_flags",
                 "affinity_cpu_list inter_op_parallel_num", rule=NoEffect("a device memory/speed setting",
-                                                                         devices=NOT_ASCEND)),
-        "ascend_config": NoEffect("Ascend precision and speed settings", devices=NOT_ASCEND),
+                                                                         devices=("CPU",))),
+        "ascend_config": NoEffect("Ascend precision and speed settings", devices=("CPU",)),
     },
     "parallel": {
         **_keys("parallel_mode gradients_mean device_num full_batch dataset_strategy search_mode enable_alltoall",
@@ -154,7 +153,7 @@ SCHEMA: Dict[str, Any] = {
                           inert=lambda v: not v or (isinstance(v, dict) and v.get("expert_num", 1) == 1)),
     "swap_config": {
         **_keys("swap default_prefetch layer_swap op_swap",
-                rule=Refused("host-device memory swapping needs Ascend", devices=NOT_ASCEND)),
+                rule=Refused("host-device memory swapping of activations is not implemented")),
     },
     "callbacks": ListOf(Typed(T.CALLBACK)),
     "eval_callbacks": Refused("callbacks during evaluate are not supported; put monitors under callbacks"),

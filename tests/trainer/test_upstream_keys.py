@@ -102,3 +102,26 @@ def test_generation_keys_set_in_model_config_reach_generation():
                                "generation_config": {"top_k": 7}})
     gen = predict_generation_config(config)
     assert (gen.top_k, gen.do_sample, gen.max_length, gen.repetition_penalty, gen.top_p) == (7, True, 40, 1.2, 0.9)
+
+
+def test_grouped_lr_schedule_gives_matching_parameters_their_own_schedule(tmp_path):
+    import numpy as np
+    from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer, build_model
+    config = load_config(BASE, {"output_dir": str(tmp_path), "runner_config.stop_step": 2,
+                                "runner_config.batch_size": 2, "model.model_config.num_layers": 1,
+                                "callbacks": [{"type": "MFLossMonitor"}]})
+    config.pop("lr_schedule")
+    config.grouped_lr_schedule = {
+        "default": {"type": "ConstantWarmUpLR", "learning_rate": 1e-3, "warmup_steps": 0},
+        "grouped": [{"type": "ConstantWarmUpLR", "params": ["*embed_tokens*"], "learning_rate": 1e-12,
+                     "warmup_steps": 0}]}
+    validate_config(config)
+    network = build_model(config)
+    before = {p.name: p.asnumpy().copy() for p in network.trainable_params()}
+    CausalLanguageModelingTrainer().train(config, network=network)
+    for p in network.trainable_params():
+        moved = np.abs(p.asnumpy() - before[p.name]).max()
+        assert (moved < 1e-8) if "embed_tokens" in p.name else (moved > 1e-5), p.name
+    with pytest.raises(ValueError, match="grouped_lr_schedule replaces lr_schedule"):
+        config.lr_schedule = {"type": "ConstantWarmUpLR", "learning_rate": 1e-3}
+        CausalLanguageModelingTrainer().train(config, network=network)
