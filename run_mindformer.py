@@ -10,7 +10,7 @@ def main(argv=None) -> int:
     """Parse the command line, load and check the config, and run the requested mode."""
     from mindformers.config import ConfigError, load_config, validate_config
     from mindformers.tools.cli import parse_args
-    from mindformers.tools.logger import setup_logging
+    from mindformers.tools.logger import log_traceback_to_file, setup_logging
     from mindformers.tools.register import register_path
 
     try:
@@ -62,9 +62,16 @@ def main(argv=None) -> int:
             trainer.evaluate()
         else:
             trainer.predict(input_data=args.predict_data if args.predict_data else None)
-    except (ValueError, FileNotFoundError, NotImplementedError, KeyError, TypeError, TrainingStopped) as e:
+    except (ConfigError, ValueError, FileNotFoundError, NotImplementedError, ImportError, TrainingStopped) as e:
+        # bad input, a missing file or package, or a run stopped on purpose: one line; the traceback goes to the
+        # log file in case a ValueError came from a bug
+        log_traceback_to_file(f"run stopped: {type(e).__name__}")
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    # anything else is a bug: Python prints its traceback (stderr), and the log file keeps it too
+    except Exception as e:
+        log_traceback_to_file(f"unexpected {type(e).__name__}")
+        raise
     return 0
 
 

@@ -1,8 +1,9 @@
-"""Pieces every model family shares: config plumbing, dtype checks, the causal-LM loss, weight loading."""
+"""Pieces every model family shares: the model contract (CausalLM), config plumbing, dtype checks, the causal-LM
+loss, weight loading."""
 import inspect
 import logging
 import os
-from typing import Any, Dict, Iterable
+from typing import Any, Dict, Iterable, Protocol, Tuple, runtime_checkable
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -45,6 +46,44 @@ def check_dtypes_on_device(config: "BaseConfig", keys: Iterable[str], device: st
     if fp16:
         logger.warning("model_config %s = float16 on CPU: it runs, but slower than float32 and with more "
                        "memory; float32 is the CPU default", ", ".join(fp16))
+
+
+@runtime_checkable
+class CausalLM(Protocol):
+    """What the trainer, generation and evaluation use of a registered model (`model.arch.type`); every family
+    conforms (tests/models/test_contract.py).
+
+    Optional capabilities are attributes, not class names: `lora_config` (LoRA adapters applied, see
+    pet.has_lora) and a `score` head (alignment.RewardModel wraps any CausalLM).
+    """
+
+    config: Any  # the family's config: seq_length, vocab_size, ignore_token_id, use_past, flops_per_token() ...
+    training: bool
+
+    def construct(self, input_ids, labels=None, position_ids=None):
+        """Training: input_ids (B, S+1) -> mean fp32 loss of predicting input_ids[:, 1:] (or labels[:, 1:]);
+        inference (set_train(False)): fp32 logits (B, T, vocab)."""
+
+    def logits(self, input_ids):
+        """fp32 logits (B, T, vocab) for input_ids (B, T)."""
+
+    def forward_positions(self, input_ids, positions, mask):
+        """fp32 logits (B, T, vocab) for explicit positions (B, T) and a bool attention mask (B, T, T)."""
+
+    def init_kv_caches(self, batch_size: int, cache_len: int) -> Tuple:
+        """Zeroed static KV caches, one entry per layer."""
+
+    def prefill(self, input_ids, positions, mask, kv_caches):
+        """The prompt (B, P) into empty caches: last-position logits (B, vocab) and the caches."""
+
+    def decode(self, input_ids, positions, mask, kv_caches, slot):
+        """One token per row (B, 1) written at cache slot `slot`: logits (B, vocab) and the caches."""
+
+    def num_params(self, exclude_embeddings: bool = False) -> int:
+        """Parameter count (without the input embedding table when asked)."""
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token at seq_length, for MFU."""
 
 
 class BaseConfig:

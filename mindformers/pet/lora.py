@@ -120,6 +120,11 @@ def _parent(network: nn.Cell, path: str):
     return parent, parts[-1]
 
 
+def has_lora(network) -> bool:
+    """Whether LoRA adapters are applied to `network` (apply_lora sets `lora_config`, merge_lora removes it)."""
+    return getattr(network, "lora_config", None) is not None
+
+
 def apply_lora(network: nn.Cell, pet_config) -> List[str]:
     """Wrap every Linear whose path matches `target_modules`; freeze everything else. Returns the paths."""
     config = pet_config if isinstance(pet_config, LoraConfig) else LoraConfig.from_config(pet_config)
@@ -193,7 +198,7 @@ def load_adapter(network: nn.Cell, directory: str) -> List[str]:
     pet = peft.get("mindformers_pet_config") or {
         "lora_rank": peft["r"], "lora_alpha": peft["lora_alpha"], "lora_dropout": peft.get("lora_dropout", 0.0),
         "target_modules": rf".*\.({'|'.join(map(re.escape, peft['target_modules']))})"}
-    paths = list(lora_cells(network)) if hasattr(network, "lora_config") else apply_lora(network, pet)
+    paths = list(lora_cells(network)) if has_lora(network) else apply_lora(network, pet)
     weights = {name[len(_PEFT_PREFIX):] if name.startswith(_PEFT_PREFIX) else name: value
                for name, value in load_file(weights_path).items()}
     params = {p.name: p for cell in lora_cells(network).values() for p in (cell.lora_a, cell.lora_b)}
@@ -223,7 +228,7 @@ def merge_lora(network: nn.Cell) -> int:
         parent._cells[name] = base  # noqa: SLF001
     for param in network.get_parameters():
         param.requires_grad = True
-    if hasattr(network, "lora_config"):
+    if has_lora(network):
         del network.lora_config
     _structure_changed(network)
     return len(cells)

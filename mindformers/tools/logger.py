@@ -25,3 +25,11 @@ def setup_logging(output_dir: str = None, rank_id: int = 0, level: int = logging
         file.setFormatter(fmt)
         logger.addHandler(file)
     return logger
+
+
+def log_traceback_to_file(message: str):
+    """Write `message` with the exception being handled to the log files only (stderr keeps its one line)."""
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, message, None, sys.exc_info())
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

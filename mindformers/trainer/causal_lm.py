@@ -13,12 +13,14 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from ..checkpoint import find_resume_checkpoint, load_train_state, load_weights, read_state
 from mindspore.train import Callback
 
+from ..alignment import RewardModel
+from ..checkpoint import find_resume_checkpoint, load_train_state, load_weights, read_state
 from ..core.callback import CallbackParams
 from ..core.context import build_context
 from ..models.llama.llama import packed_positions_and_mask
+from ..pet import has_lora
 from ..tools.paths import resolve_repo_path
 from ..tools.register import MindFormerModuleType as T
 from ..tools.register import MindFormerRegister, build_from_config
@@ -67,15 +69,14 @@ def build_model(config, network=None):
     pet_config = getattr(network.config, "pet_config", None)
     adapter_dir = (pet_config or {}).get("adapter_dir")
     # with adapter_dir the adapters' layout comes from its adapter_config.json, applied after the base weights
-    if pet_config and not adapter_dir and not hasattr(network, "lora_config"):
+    if pet_config and not adapter_dir and not has_lora(network):
         from ..pet import apply_lora, trainable_summary
         paths = apply_lora(network, pet_config)
         logger.info("LoRA on %d layers (%s ...): %s", len(paths), ", ".join(paths[:3]), trainable_summary(network))
-    if (config.get("preference") or {}).get("loss_type") == "reward" and type(network).__name__ != "RewardModel":
-        from ..alignment import RewardModel
+    if (config.get("preference") or {}).get("loss_type") == "reward" and not isinstance(network, RewardModel):
         network = RewardModel(network)  # before loading: a reward checkpoint holds the score head too
-    lora_now = hasattr(network, "lora_config")
-    head_now = type(network).__name__ == "RewardModel"
+    lora_now = has_lora(network)
+    head_now = isinstance(network, RewardModel)
     if config.get("load_checkpoint"):
         info = load_weights(network, config.load_checkpoint, strict=not (lora_now or head_now),
                             allow_pickle=bool(config.get("allow_pickle_checkpoint")),
@@ -112,7 +113,7 @@ def _preference_network(config, network):
     pref = _plain(config.get("preference") or {})
     if not pref:
         return network
-    from ..alignment import PreferenceLoss, RewardModel, frozen_copy
+    from ..alignment import PreferenceLoss, frozen_copy
     loss_type = pref.pop("loss_type", "dpo")
     if loss_type == "reward":
         if pref:
@@ -336,7 +337,7 @@ class CausalLanguageModelingTrainer:
             from ..core.callback.observers import plot_loss_curve
             png = plot_loss_curve(history, cb.get("eval_results"), os.path.join(output_dir, "log", "loss_curve.png"))
             logger.info("loss curve: %s", png)
-        if hasattr(network, "lora_config") and env["rank_id"] == 0:
+        if has_lora(network) and env["rank_id"] == 0:
             from ..pet import save_adapter
             logger.info("LoRA adapter (adapter_config.json, adapter_model.safetensors) saved to %s",
                         save_adapter(network, os.path.join(output_dir, "adapter")))
