@@ -14,12 +14,7 @@ import os
 import sys
 from typing import Dict, List, Optional
 
-# Used when neither --chat_template nor the tokenizer provide one.
-PLAIN_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
-                  "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
-                  "{% else %}Assistant: {{ m['content'] }}\n{% endif %}{% endfor %}"
-                  "{% if add_generation_prompt %}Assistant:{% endif %}")
-PLAIN_STOP = ["\nUser:"]
+from .tokenization.chat_template import PLAIN_STOP, PLAIN_TEMPLATE
 
 
 class _Printer:
@@ -91,7 +86,7 @@ def _read_template(path: Optional[str]) -> Optional[str]:
     if not path:
         return None
     if path.endswith(".json") or os.path.isdir(path):
-        from .generation.chat_template import load_chat_template
+        from .tokenization.chat_template import load_chat_template
         return load_chat_template(path)
     with open(path, encoding="utf-8") as f:
         return f.read()
@@ -109,7 +104,7 @@ def main(argv=None, stdin=None, stdout=None) -> int:
 
     from .config import load_config
     from .core.context import build_context
-    from .tools.cli import parse_options
+    from .config.loader import parse_options
     from .trainer.causal_lm import build_model, build_tokenizer, predict_generation_config
 
     try:

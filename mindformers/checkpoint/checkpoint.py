@@ -125,7 +125,7 @@ def read_weights(path: str, allow_pickle: bool = False) -> Dict[str, np.ndarray]
     """Read a .safetensors or MindSpore .ckpt file into name -> numpy array.
 
     PyTorch pickles (.bin/.pt/.pth) are refused unless `allow_pickle` (then read without running code)."""
-    from .torch_pickle import is_pickle_file, read_torch_weights, refuse
+    from ..models.hf.torch_pickle import is_pickle_file, read_torch_weights, refuse
 
     if is_pickle_file(path):
         return read_torch_weights(path) if allow_pickle else refuse(path)

@@ -36,6 +36,14 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_options(items) -> dict:
+    """`key.path=value` strings (typed as YAML) as an overrides dict; a malformed one is a ValueError."""
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise ValueError(f"--options {bad[0]!r} must look like key.path=value")
+    return {k.strip(): parse_value(v) for k, v in (item.split("=", 1) for item in items)}
+
+
 def _line_origins(node, path: Path, file: str, out: Origins):
     """Record `file:line` for every mapping key below `node` (composed YAML tree)."""
     if isinstance(node, yaml.MappingNode):

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..tokenization.chat_template import PLAIN_TEMPLATE, apply_chat_template
 from ..tools.paths import resolve_repo_path
 from ..tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
 from .rows import Columns, Tags, read_rows
@@ -175,7 +176,6 @@ class AlpacaInstructDataHandler(_Handler):
 def render_tokens(tokenizer, template: str, messages: List[dict], where: str) -> Tuple[List[int], List[int], int]:
     """(ids, labels, where the last answer starts) of a chat rendered with `template`: every assistant turn
     (and the eos after a final one) is learned, everything else is -100."""
-    from ..generation import apply_chat_template
 
     def render(part, generation_prompt):
         return tokenizer.encode(apply_chat_template(part, tokenizer, chat_template=template,
@@ -221,7 +221,6 @@ class SharegptDataHandler(_Handler):
     def __init__(self, tokenizer=None, seq_length: int = 0, chat_template: Optional[str] = None,
                  roles: Optional[dict] = None, truncation: str = "response", columns: Optional[Dict[str, str]] = None,
                  tags: Optional[Dict[str, str]] = None):
-        from ..chat import PLAIN_TEMPLATE
         super().__init__("SharegptDataHandler", tokenizer, seq_length, truncation)
         self.template = chat_template or getattr(tokenizer, "chat_template", None) or PLAIN_TEMPLATE
         self.columns = Columns("SharegptDataHandler", columns, SHAREGPT_COLUMNS, ("messages",))
@@ -262,7 +261,6 @@ class PairwiseDataHandler(_Handler):
     def __init__(self, tokenizer=None, seq_length: int = 0, chat_template: Optional[str] = None,
                  roles: Optional[dict] = None, truncation: str = "response", columns: Optional[Dict[str, str]] = None,
                  tags: Optional[Dict[str, str]] = None):
-        from ..chat import PLAIN_TEMPLATE
         super().__init__("PairwiseDataHandler", tokenizer, seq_length, truncation)
         self.template = chat_template or getattr(tokenizer, "chat_template", None) or PLAIN_TEMPLATE
         self.columns = Columns("PairwiseDataHandler", columns, PAIRWISE_COLUMNS, ("chosen", "rejected"))

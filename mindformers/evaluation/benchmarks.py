@@ -26,7 +26,7 @@ import numpy as np
 from ..tools.paths import resolve_repo_path
 from ..tools.register import MindFormerModuleType, MindFormerRegister
 from .execution import network_isolation, pass_at_k, run_program
-from .scoring import LogLikelihoodScorer
+from .scoring import LogLikelihoodScorer, score_dataset
 
 logger = logging.getLogger("mindformers")
 LETTERS = "ABCDEFGHIJ"
@@ -319,7 +319,6 @@ class PerplexityMetric:
     needs_dataset = True
 
     def evaluate(self, network, tokenizer, dataset) -> dict:
-        from ..trainer.causal_lm import score_dataset
         result = score_dataset(network, dataset)
         return {"benchmark": self.name, "score": result["perplexity"], "metric": "perplexity",
                 "n": result["tokens"], "loss": result["loss"]}

@@ -6,11 +6,14 @@ and whether greedy decoding would have produced exactly the continuation. The co
 tail of the tokenized context + continuation (so a leading space joins the first word as the tokenizer would
 have it); contexts that do not fit are cut from the left.
 """
+import math
 from typing import List, Sequence, Tuple
 
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
+
+from ..models.llama.llama import packed_positions_and_mask
 
 
 class _TokenLogProbs(nn.Cell):
@@ -70,3 +73,52 @@ class LogLikelihoodScorer:
                 out.append((float(logp[i, span].sum()), bool(greedy[i, span].all()), n_cont))
         self.network.set_train(was_training)
         return out
+
+
+def score_dataset(network, dataset) -> dict:
+    """Mean next-token loss, perplexity and token count of `network` over a (B, S+1) dataset.
+
+    Scored as training scores: targets from a `labels` column when there is one (so -100 prompt and padding
+    tokens are not counted), and with a `position_ids` column (eod_reset or packed finetune data) positions
+    restart and attention stays inside each document or sample."""
+    columns = dataset.get_col_names()
+    if "position_ids" in columns and not hasattr(network, "forward_positions"):
+        raise ValueError(f"eval data has a position_ids column (eod_reset / packing) but {type(network).__name__} "
+                         f"cannot take explicit positions; evaluate on data without it")
+    scorer = _TokenLoss(network, int(getattr(network.config, "ignore_token_id", -100)))
+    was_training = network.training
+    network.set_train(False)
+    total, count = 0.0, 0
+    for row in dataset.create_dict_iterator(num_epochs=1):
+        loss_sum, n = scorer(row["input_ids"], row.get("labels"), row.get("position_ids"))
+        total += float(loss_sum.asnumpy())
+        count += int(n.asnumpy())
+    network.set_train(was_training)
+    if count == 0:
+        raise ValueError("eval_dataset produced no tokens to score")
+    loss = total / count
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700)), "tokens": count}
+
+
+class _TokenLoss(nn.Cell):
+    """Sum of next-token cross-entropy and the number of scored tokens for a (B, S+1) batch (targets from
+    `labels` when given; explicit, per-document `position_ids` when given)."""
+
+    def __init__(self, network, ignore_index: int):
+        super().__init__(auto_prefix=False)  # keep the model's parameter names as they are
+        self.network = network
+        self.ignore_index = ignore_index
+
+    def construct(self, input_ids, labels=None, position_ids=None):
+        if position_ids is None:
+            logits = self.network(input_ids[:, :-1]).astype(ms.float32)  # (B, S, V)
+        else:
+            positions, mask = packed_positions_and_mask(position_ids[:, :-1])
+            logits = self.network.forward_positions(input_ids[:, :-1], positions, mask).astype(ms.float32)
+        labels = (input_ids if labels is None else labels)[:, 1:]
+        ignored = labels == self.ignore_index
+        mask = (~ignored).astype(ms.float32)
+        safe = ops.select(ignored, ops.zeros_like(labels), labels).astype(ms.int32)
+        logp = ops.log_softmax(logits, -1)
+        picked = ops.gather_elements(logp, 2, safe.expand_dims(-1)).squeeze(-1)
+        return -(picked * mask).sum(), mask.sum()

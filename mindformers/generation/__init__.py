@@ -1,5 +1,5 @@
 """Text generation: GenerationConfig, generate() over a static KV cache, streamers, chat templates, pipeline."""
-from .chat_template import apply_chat_template, load_chat_template
+from ..tokenization.chat_template import apply_chat_template, load_chat_template
 from .config import GenerationConfig
 from .generate import generate
 from .pipeline import TextGenerationPipeline, pipeline

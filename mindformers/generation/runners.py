@@ -64,9 +64,12 @@ CACHE_SHAPES_KEPT = 4
 
 
 def _graphs(model) -> dict:
-    if model not in _GRAPHS:
-        _GRAPHS[model] = {"forward": _Forward(model), "cached": OrderedDict()}
-    return _GRAPHS[model]
+    # a network whose cells were swapped (pet.apply_lora, merge_lora) has a new _create_time: compile afresh
+    stamp = getattr(model, "_create_time", None)
+    entry = _GRAPHS.get(model)
+    if entry is None or entry["stamp"] != stamp:
+        entry = _GRAPHS[model] = {"forward": _Forward(model), "cached": OrderedDict(), "stamp": stamp}
+    return entry
 
 
 def _cached_graphs(model, batch_size: int, cache_len: int) -> _CachedGraphs:

@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     parser.add_argument("--options", nargs="*", default=[], help="key.path=value overrides, as run_mindformer")
     args = parser.parse_args(argv)
     from ..config import load_config, validate_config
-    from ..tools.cli import parse_options
+    from ..config.loader import parse_options
     from .apply import plan_from_config
     import mindformers.models  # noqa: F401  (registers the families)
 

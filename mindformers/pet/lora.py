@@ -146,11 +146,8 @@ def apply_lora(network: nn.Cell, pet_config) -> List[str]:
 
 def _structure_changed(network: nn.Cell):
     """Graphs compiled before cells were swapped must not be reused: give the network a new compile identity
-    (MindSpore keys compiled graphs by the cell's create time) and drop its cached generation graphs."""
-    from ..generation.runners import _GRAPHS
-
+    (MindSpore keys compiled graphs by the cell's create time; generation's cached graphs check it too)."""
     object.__setattr__(network, "_create_time", time.time_ns())
-    _GRAPHS.pop(network, None)
 
 
 def lora_cells(network: nn.Cell) -> Dict[str, LoRALinear]:

@@ -59,7 +59,7 @@ class AutoTokenizer:
     def from_pretrained(cls, pretrained_model_name_or_path: str, **kwargs: Any) -> PreTrainedTokenizerBase:
         path = resolve_repo_path(pretrained_model_name_or_path, "AutoTokenizer path")
         if os.path.isfile(path) and path.endswith(".gguf"):
-            from ..models.hf.tokenizer import tokenizer_from_gguf
+            from .gguf import tokenizer_from_gguf
             return tokenizer_from_gguf(path, **kwargs)
         if not os.path.isdir(path):
             raise ValueError(f"AutoTokenizer path {path} is neither a model directory nor a .gguf file")

@@ -205,7 +205,7 @@ class PreTrainedTokenizerFast(PreTrainedTokenizerBase):
         Defaults follow transformers (tokenize=True, add_generation_prompt=False); the rendered text already
         holds its special tokens, so it is encoded without the post-processor's bos/eos.
         """
-        from ..generation.chat_template import apply_chat_template
+        from .chat_template import apply_chat_template
         if chat_template is None and self.chat_template is None:
             raise ValueError(f"{type(self).__name__} has no chat_template: set chat_template in "
                              f"tokenizer_config.json or pass chat_template=")

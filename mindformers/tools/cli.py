@@ -92,14 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_options(items) -> dict:
-    """`key.path=value` strings (typed as YAML) as an overrides dict; a malformed one is a ValueError."""
-    bad = [item for item in items if "=" not in item]
-    if bad:
-        raise ValueError(f"--options {bad[0]!r} must look like key.path=value")
-    return {k.strip(): parse_value(v) for k, v in (item.split("=", 1) for item in items)}
-
-
 def split_overrides(argv: List[str]) -> Tuple[List[str], List[str]]:
     """Separate `--a.b.c value` / `--a.b.c=value` overrides from the known flags."""
     known, overrides = [], []

@@ -3,15 +3,12 @@ import copy
 import inspect
 import json
 import logging
-import math
 import os
 import signal
 import threading
 from typing import List, Optional
 
-import mindspore as ms
 import numpy as np
-from mindspore import nn, ops
 
 from mindspore.train import Callback
 
@@ -19,7 +16,7 @@ from ..alignment import RewardModel
 from ..checkpoint import find_resume_checkpoint, load_train_state, load_weights, read_state
 from ..core.callback import CallbackParams
 from ..core.context import build_context
-from ..models.llama.llama import packed_positions_and_mask
+from ..evaluation.scoring import score_dataset
 from ..pet import has_lora
 from ..tools.paths import resolve_repo_path
 from ..tools.register import MindFormerModuleType as T
@@ -603,31 +600,6 @@ def _check_columns_fit(dataset, network):
                          f"takes position_ids")
 
 
-def score_dataset(network, dataset) -> dict:
-    """Mean next-token loss, perplexity and token count of `network` over a (B, S+1) dataset.
-
-    Scored as training scores: targets from a `labels` column when there is one (so -100 prompt and padding
-    tokens are not counted), and with a `position_ids` column (eod_reset or packed finetune data) positions
-    restart and attention stays inside each document or sample."""
-    columns = dataset.get_col_names()
-    if "position_ids" in columns and not hasattr(network, "forward_positions"):
-        raise ValueError(f"eval data has a position_ids column (eod_reset / packing) but {type(network).__name__} "
-                         f"cannot take explicit positions; evaluate on data without it")
-    scorer = _TokenLoss(network, int(getattr(network.config, "ignore_token_id", -100)))
-    was_training = network.training
-    network.set_train(False)
-    total, count = 0.0, 0
-    for row in dataset.create_dict_iterator(num_epochs=1):
-        loss_sum, n = scorer(row["input_ids"], row.get("labels"), row.get("position_ids"))
-        total += float(loss_sum.asnumpy())
-        count += int(n.asnumpy())
-    network.set_train(was_training)
-    if count == 0:
-        raise ValueError("eval_dataset produced no tokens to score")
-    loss = total / count
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700)), "tokens": count}
-
-
 class _EvalDuringTraining(Callback):
     """Scores eval_dataset every `interval` steps and/or every `epoch_interval` epochs (0 = not by that measure)
     and at the end of training; logs and appends to a jsonl file."""
@@ -663,27 +635,3 @@ class _EvalDuringTraining(Callback):
         cb = run_context.original_args()
         if cb.cur_step_num and cb.cur_step_num != self._last:
             self._run(cb.cur_step_num, cb)
-
-
-class _TokenLoss(nn.Cell):
-    """Sum of next-token cross-entropy and the number of scored tokens for a (B, S+1) batch (targets from
-    `labels` when given; explicit, per-document `position_ids` when given)."""
-
-    def __init__(self, network, ignore_index: int):
-        super().__init__(auto_prefix=False)  # keep the model's parameter names as they are
-        self.network = network
-        self.ignore_index = ignore_index
-
-    def construct(self, input_ids, labels=None, position_ids=None):
-        if position_ids is None:
-            logits = self.network(input_ids[:, :-1]).astype(ms.float32)  # (B, S, V)
-        else:
-            positions, mask = packed_positions_and_mask(position_ids[:, :-1])
-            logits = self.network.forward_positions(input_ids[:, :-1], positions, mask).astype(ms.float32)
-        labels = (input_ids if labels is None else labels)[:, 1:]
-        ignored = labels == self.ignore_index
-        mask = (~ignored).astype(ms.float32)
-        safe = ops.select(ignored, ops.zeros_like(labels), labels).astype(ms.int32)
-        logp = ops.log_softmax(logits, -1)
-        picked = ops.gather_elements(logp, 2, safe.expand_dims(-1)).squeeze(-1)
-        return -(picked * mask).sum(), mask.sum()

@@ -84,7 +84,7 @@ def test_generation_and_scoring_keep_parameter_names(model, tokenizer):
     """Wrapping the model in the decode/score graphs must not prefix its parameter names (checkpoints use them)."""
     from mindformers.evaluation import LogLikelihoodScorer
     from mindformers.generation import generate
-    from mindformers.trainer.causal_lm import _TokenLoss
+    from mindformers.evaluation.scoring import _TokenLoss
 
     before = [p.name for p in model.get_parameters()]
     generate(model, ["Return the"], tokenizer=tokenizer, max_new_tokens=2)

@@ -14,8 +14,9 @@ from mindformers.tools.register import MindFormerModuleType, MindFormerRegister,
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 register_path(os.path.join(ROOT, "research", "internlm2"))
-FIXTURES = {"LlamaForCausalLM": "hf_tiny_llama", "Qwen2ForCausalLM": "hf_tiny_qwen2", "Qwen3ForCausalLM": "hf_tiny_qwen3",
-            "MixtralForCausalLM": "hf_tiny_mixtral", "Qwen3MoeForCausalLM": "hf_tiny_qwen3_moe",
+FIXTURES = {"LlamaForCausalLM": "hf_tiny_llama", "Qwen2ForCausalLM": "hf_tiny_qwen2",
+            "Qwen3ForCausalLM": "hf_tiny_qwen3", "MixtralForCausalLM": "hf_tiny_mixtral",
+            "Qwen3MoeForCausalLM": "hf_tiny_qwen3_moe",
             "DeepseekV3ForCausalLM": "hf_tiny_deepseek_v3", "Glm4ForCausalLM": "hf_tiny_glm4"}
 MODELS = MindFormerRegister.names(MindFormerModuleType.MODELS)
 CONTRACT = [name for name, member in vars(CausalLM).items() if inspect.isfunction(member) and name[0] != "_"]

@@ -65,7 +65,7 @@ def test_eval_scores_labels_and_packed_positions_as_training_does():
     """score_dataset (eval, eval during training) takes targets from a labels column and per-document
     positions from a position_ids column, so a packed finetune set scores each sample alone, answers only."""
     import mindspore.dataset as ds
-    from mindformers.trainer.causal_lm import score_dataset
+    from mindformers.evaluation.scoring import score_dataset
     ms.set_seed(2)
     net = LlamaForCausalLM(LlamaConfig(**TINY))
     rng = np.random.default_rng(2)
@@ -149,7 +149,9 @@ def test_pretrain_with_eod_reset_from_an_indexed_dataset(tmp_path):
     config = load_config(os.path.join(ROOT, "configs/llama/pretrain_llama_tiny.yaml"), {
         "output_dir": str(tmp_path / "out"), "runner_config.stop_step": 20, "lr_schedule.warmup_steps": 2,
         "train_dataset.data_loader": {"type": "IndexedDataLoader", "data_path": prefix, "shuffle": True},
-        "train_dataset.eod_reset": True, "model.model_config.num_layers": 1})
+        # before train_dataset_task followed train_dataset, these two overrides never reached the data
+        "train_dataset.eod_reset": True, "train_dataset.input_columns": ["input_ids", "labels", "position_ids"],
+        "model.model_config.num_layers": 1})
     history = CausalLanguageModelingTrainer().train(config)
     first, last = np.mean([r["loss"] for r in history[:3]]), np.mean([r["loss"] for r in history[-3:]])
     assert len(history) == 20 and last < first - 0.5

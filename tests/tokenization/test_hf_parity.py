@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from mindformers.generation.chat_template import apply_chat_template
+from mindformers.tokenization.chat_template import apply_chat_template
 from mindformers.tokenization import AutoTokenizer, LlamaTokenizer, PreTrainedTokenizerFast
 from mindformers.tools.paths import REPO_ROOT
 

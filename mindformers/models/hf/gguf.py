@@ -11,9 +11,10 @@ from typing import Dict, Tuple
 import numpy as np
 
 from ...modules.rotary import ROPE_SCALING
+from ...tokenization.gguf import gguf_module
 from ..llama import LlamaConfig, LlamaForCausalLM
 from ..qwen2 import Qwen2Config, Qwen2ForCausalLM
-from .pretrained import with_overrides, load_state_dict
+from .loading import load_state_dict, with_overrides
 
 # general.architecture -> (config class, model class, q/k rows permuted by the converter)
 _ARCHS = {"llama": (LlamaConfig, LlamaForCausalLM, True), "qwen2": (Qwen2Config, Qwen2ForCausalLM, False)}
@@ -25,15 +26,6 @@ _LAYER_NAMES = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "a
                 "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
                 "ffn_down": "mlp.down_proj"}
 _LAYER_RE = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)$")
-
-
-def _gguf():
-    try:
-        import gguf
-    except ImportError:
-        raise ImportError("reading GGUF files needs the gguf package: pip install gguf "
-                          "(or pip install 'mindformers[gguf]')") from None
-    return gguf
 
 
 def _metadata(reader) -> Dict[str, object]:
@@ -135,7 +127,7 @@ def _tensor(gguf, tensor) -> np.ndarray:
 
 def read_gguf(path: str) -> Tuple[object, Dict[str, np.ndarray], type]:
     """(our config, HF-named float32 weights, our model class) for a Llama/Qwen2 GGUF file."""
-    gguf = _gguf()
+    gguf = gguf_module()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GGUF file {path} not found")
     reader = gguf.GGUFReader(path)

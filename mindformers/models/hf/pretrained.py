@@ -5,15 +5,16 @@ Our parameter names equal HF's and Dense weights are (out, in) like torch, so we
 import json
 import logging
 import os
-from typing import Dict, Optional
+from typing import Optional
 
-import mindspore as ms
 import numpy as np
 
 from ...tools.paths import resolve_repo_path
 from ..base import is_step_state
 from ..config_2x import YARN_KEYS, translate_2x
 from .families import HF_FAMILIES, family_of, family_of_config
+from .gguf import read_gguf
+from .loading import load_state_dict, with_overrides
 from .safetensors_io import read_weights_dir, save_weights_dir
 
 logger = logging.getLogger("mindformers")
@@ -22,8 +23,6 @@ CONFIG_FILE = "config.json"
 # model_config keys checked together: position_embedding_type: yarn needs its factor and parameters
 ROPE_GROUP = set(YARN_KEYS) | {"position_embedding_type", "scaling_factor", "rotary_scaling_factor", "rope_type",
                                 "factor"}
-# Buffers some HF checkpoints carry that are not parameters (we recompute RoPE tables from the config).
-_IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
 
 def read_hf_config(model_dir: str) -> dict:
@@ -118,33 +117,6 @@ def model_class_for(model_dir: str) -> type:
     return family_of(read_hf_config(model_dir), os.path.join(model_dir, CONFIG_FILE)).model_class
 
 
-def load_state_dict(network, weights: Dict[str, np.ndarray], source: str):
-    """Copy name -> array into `network` (cast to each parameter's dtype); any mismatch is an error."""
-    params = {p.name: p for p in network.get_parameters()}
-    tied = getattr(network.config, "tie_word_embeddings", False)
-    weights = {n: w for n, w in weights.items() if not n.endswith(_IGNORED_SUFFIXES)}
-    if tied:
-        weights.pop("lm_head.weight", None)  # some exports keep the tied copy
-    missing = sorted(n for n in set(params) - set(weights) if not is_step_state(n))
-    unexpected = sorted(set(weights) - set(params))
-    mismatched = [f"{n}: file {tuple(weights[n].shape)} vs model {tuple(params[n].shape)}"
-                  for n in sorted(set(params) & set(weights)) if tuple(weights[n].shape) != tuple(params[n].shape)]
-    problems = []
-    if missing:
-        hint = " (set tie_word_embeddings: true if lm_head shares the embedding)" \
-            if missing == ["lm_head.weight"] else ""
-        problems.append(f"missing {len(missing)}: {', '.join(missing[:12])}{hint}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:12])}")
-    if mismatched:
-        problems.append(f"shape mismatch: {'; '.join(mismatched[:12])}")
-    if problems:
-        raise ValueError(f"{source} does not fit {type(network).__name__}: " + " | ".join(problems))
-    for name, param in params.items():
-        if name in weights:  # the others are step state (is_step_state), which stays as initialised
-            param.set_data(ms.Tensor(np.asarray(weights[name], np.float32), dtype=param.dtype))
-
-
 def load_hf_weights(network, model_dir: str, allow_pickle: bool = False):
     """Load the safetensors weights of `model_dir` (single file or sharded) into `network`."""
     weights = read_weights_dir(model_dir, allow_pickle)
@@ -163,7 +135,6 @@ def from_pretrained(model_dir: str, arch: Optional[str] = None, allow_pickle: bo
     """
     model_dir = resolve_repo_path(model_dir, "pretrained_model_dir")
     if os.path.isfile(model_dir) and model_dir.endswith(".gguf"):
-        from .gguf import read_gguf
         config, weights, model_class = read_gguf(model_dir)
         config = with_overrides(config, overrides, model_dir)
     else:
@@ -178,19 +149,6 @@ def from_pretrained(model_dir: str, arch: Optional[str] = None, allow_pickle: bo
     else:
         load_state_dict(network, weights, f"GGUF file {model_dir}")
     return network
-
-
-def with_overrides(config, overrides: dict, source: str):
-    """`config` rebuilt with model_config `overrides` (a `type` key must name its class)."""
-    overrides = dict(overrides)
-    wanted = overrides.pop("type", None)
-    if wanted not in (None, type(config).__name__):
-        raise ValueError(f"model_config.type {wanted} does not match {source} ({type(config).__name__}); "
-                         f"remove the key or fix it")
-    if not overrides:
-        return config
-    base = config.to_dict()
-    return type(config)(**{**base, **translate_2x(overrides, type(config), base)})
 
 
 def hf_config_dict(config) -> dict:

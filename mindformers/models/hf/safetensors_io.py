@@ -10,17 +10,14 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from .torch_pickle import bf16_bits_to_fp32, read_torch_weights, refuse
+
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
 _NP_OF = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
           "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 _CODE_OF = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
-
-
-def bf16_bits_to_fp32(bits: np.ndarray) -> np.ndarray:
-    """uint16 bfloat16 bit patterns -> float32 (exact: bf16 is the top half of an fp32)."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 def fp32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -120,7 +117,7 @@ def read_weights_dir(directory: str, allow_pickle: bool = False) -> Dict[str, np
     """Every tensor of an HF directory: the sharded index if present, else model.safetensors.
 
     A directory with only PyTorch pickles (pytorch_model.bin, sharded or not) is refused unless
-    `allow_pickle`, then read by the restricted unpickler (mindformers/checkpoint/torch_pickle.py)."""
+    `allow_pickle`, then read by the restricted unpickler (models/hf/torch_pickle.py)."""
     index = os.path.join(directory, INDEX_FILE)
     if os.path.isfile(index):
         with open(index, encoding="utf-8") as f:
@@ -137,7 +134,6 @@ def read_weights_dir(directory: str, allow_pickle: bool = False) -> Dict[str, np
         return read_safetensors(single)
     found = sorted(n for n in os.listdir(directory) if n.endswith((".bin", ".pt", ".pth")))
     if found:
-        from ...checkpoint.torch_pickle import read_torch_weights, refuse
         if not allow_pickle:
             refuse(os.path.join(directory, found[0]), "pretrained_model_dir")
         bin_index = os.path.join(directory, "pytorch_model.bin.index.json")

@@ -3,6 +3,13 @@ import json
 import os
 from typing import Dict, List, Optional
 
+# Used when neither a chat_template option nor the tokenizer provide one (chat CLI, sharegpt/pairwise data).
+PLAIN_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+                  "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
+                  "{% else %}Assistant: {{ m['content'] }}\n{% endif %}{% endfor %}"
+                  "{% if add_generation_prompt %}Assistant:{% endif %}")
+PLAIN_STOP = ["\nUser:"]
+
 
 def load_chat_template(path: str) -> str:
     """The `chat_template` of a tokenizer_config.json (the file or its directory)."""

@@ -15,9 +15,12 @@ from typing import Dict
 
 import numpy as np
 
-from ..models.hf.safetensors_io import bf16_bits_to_fp32
-
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl")
+
+
+def bf16_bits_to_fp32(bits: np.ndarray) -> np.ndarray:
+    """uint16 bfloat16 bit patterns -> float32 (exact: bf16 is the top half of an fp32)."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
 OPT_IN = "allow_pickle_checkpoint: True"
 
 # storage class name -> numpy dtype of its elements ("bfloat16" is decoded from uint16 bits)
