@@ -105,7 +105,8 @@ def main(argv=None, stdin=None, stdout=None) -> int:
     from .config import load_config
     from .core.context import build_context
     from .config.loader import parse_options
-    from .trainer.causal_lm import build_model, build_tokenizer, predict_generation_config
+    from .generation.predict import predict_generation_config
+    from .trainer.builders import build_model, build_tokenizer
 
     try:
         config = load_config(args.config, parse_options(args.options))

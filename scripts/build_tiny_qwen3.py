@@ -24,7 +24,7 @@ def main() -> int:
     from mindformers import Trainer
     from mindformers.config import load_config
     from mindformers.models.hf import save_pretrained
-    from mindformers.trainer.causal_lm import build_model
+    from mindformers.trainer.builders import build_model
 
     os.chdir(ROOT)
     with tempfile.TemporaryDirectory() as tmp:

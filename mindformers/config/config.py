@@ -91,6 +91,11 @@ def _wrap(value):
     return value
 
 
+def plain(value):
+    """A config section (or any value) as plain dicts and lists: MindFormerConfig nodes are dict subclasses."""
+    return _unwrap(value)
+
+
 def _unwrap(value):
     if isinstance(value, dict):
         return {k: _unwrap(v) for k, v in value.items()}
@@ -156,4 +161,4 @@ def _override_items(overrides):
     return items
 
 
-__all__ = ["MindFormerConfig", "ConfigError", "load_config", "parse_value"]
+__all__ = ["MindFormerConfig", "ConfigError", "load_config", "parse_value", "plain"]

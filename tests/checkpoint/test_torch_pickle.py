@@ -10,7 +10,7 @@ from mindformers.checkpoint import load_weights, read_weights
 from mindformers.models.hf.torch_pickle import read_torch_weights
 from mindformers.config import load_config
 from mindformers.models.hf import read_weights_dir
-from mindformers.trainer.causal_lm import build_model
+from mindformers.trainer.builders import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN_DIR = os.path.join(ROOT, "tests", "fixtures", "hf_tiny_llama_bin")

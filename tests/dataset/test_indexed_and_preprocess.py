@@ -170,7 +170,7 @@ def test_data_from_another_vocabulary_is_refused(tmp_path, tok):
     assert CausalLanguageModelDataset(spec, seq_length=16, vocab_size=300).get_dataset_size() == 5
 
     from mindformers.models import LlamaConfig, LlamaForCausalLM
-    from mindformers.trainer.causal_lm import _check_vocab
+    from mindformers.trainer.builders import check_vocab as _check_vocab
     small = LlamaForCausalLM(LlamaConfig(seq_length=8, hidden_size=16, num_layers=1, num_heads=2, vocab_size=64,
                                          intermediate_size=32))
     with pytest.raises(ValueError, match=r"processor.tokenizer has 2048 ids but model_config.vocab_size is 64"):

@@ -19,7 +19,7 @@ from mindformers.models import Glm4Config, Glm4ForCausalLM
 from mindformers.models.glm4.glm4 import interleaved_rope_order, partial_rope_tables
 from mindformers.models.hf import config_from_hf, from_pretrained, read_weights_dir, save_pretrained
 from mindformers.modules import apply_rotary
-from mindformers.trainer.causal_lm import build_model
+from mindformers.trainer.builders import build_model
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "hf_tiny_glm4")  # scripts/make_hf_fixture_glm4.py
 # 4 heads of 16 (attention 64 wide over a 32-wide stream), 8 of 16 dims rotate; 0.3 init spreads the logits

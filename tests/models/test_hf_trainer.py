@@ -10,8 +10,9 @@ import pytest
 
 from mindformers.config import load_config
 from mindformers.models.hf import read_weights_dir, tokenizer_from_hf
-from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer, build_model, build_tokenizer, \
-    predict_generation_config
+from mindformers.generation.predict import predict_generation_config
+from mindformers.trainer.builders import build_model, build_tokenizer
+from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HF_YAML = "configs/llama/predict_llama_tiny_hf.yaml"

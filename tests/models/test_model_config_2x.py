@@ -10,7 +10,7 @@ from mindformers.config import load_config
 from mindformers.models import DeepseekV3Config, Qwen3Config, Qwen3MoeConfig
 from mindformers.models.config_2x import TABLE, translate_2x
 from mindformers.models.hf import from_pretrained, read_weights_dir
-from mindformers.trainer.causal_lm import build_model
+from mindformers.trainer.builders import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QWEN3 = os.path.join(ROOT, "tests", "fixtures", "hf_tiny_qwen3")

@@ -13,7 +13,8 @@ from mindformers.config import load_config
 from mindformers.core.optim import AdamW
 from mindformers.models import LlamaConfig, LlamaForCausalLM
 from mindformers.pet import LoraConfig, apply_lora, load_adapter, merge_lora, save_adapter
-from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer, build_model
+from mindformers.trainer.builders import build_model
+from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer
 from mindformers.wrapper import MFTrainOneStepCell
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

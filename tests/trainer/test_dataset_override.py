@@ -6,7 +6,7 @@ import pytest
 
 from mindformers import Trainer
 from mindformers.config import ConfigError, load_config
-from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer, build_tokenizer
+from mindformers.trainer.builders import build_dataset, build_tokenizer
 
 BASE = "configs/llama/pretrain_llama_tiny.yaml"
 ENV = {"rank_id": 0, "device_num": 1}
@@ -22,7 +22,7 @@ def small_corpus(tmp_path):
 
 def _batches(config) -> int:
     tokenizer = build_tokenizer(config)
-    dataset = CausalLanguageModelingTrainer()._build_dataset(config, "train", tokenizer, 32, 2, ENV)
+    dataset = build_dataset(config, "train", tokenizer, 32, 2, ENV)
     return dataset.get_dataset_size()
 
 

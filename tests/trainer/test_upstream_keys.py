@@ -7,17 +7,19 @@ import pytest
 
 from mindformers.checkpoint import find_resume_checkpoint
 from mindformers.config import ConfigError, MindFormerConfig, load_config, validate_config
-from mindformers.trainer.causal_lm import _data_skip_steps, _EvalDuringTraining, scaled_learning_rate
+from mindformers.evaluation.during_training import EvalDuringTraining
+from mindformers.trainer.builders import scaled_learning_rate
+from mindformers.trainer.loop import data_skip_steps
 
 BASE = "configs/llama/pretrain_llama_tiny.yaml"
 
 
-def test_data_skip_on_resume_follows_ignore_data_skip_and_data_skip_steps():
-    assert _data_skip_steps(MindFormerConfig({}), 40) == 40
-    assert _data_skip_steps(MindFormerConfig({"ignore_data_skip": True, "data_skip_steps": 5}), 40) == 0
-    assert _data_skip_steps(MindFormerConfig({"data_skip_steps": 5}), 40) == 5
+def test_data_skip_on_resume_follows_ignore_data_skip_anddata_skip_steps():
+    assert data_skip_steps(MindFormerConfig({}), 40) == 40
+    assert data_skip_steps(MindFormerConfig({"ignore_data_skip": True, "data_skip_steps": 5}), 40) == 0
+    assert data_skip_steps(MindFormerConfig({"data_skip_steps": 5}), 40) == 5
     with pytest.raises(ValueError, match="data_skip_steps"):
-        _data_skip_steps(MindFormerConfig({"data_skip_steps": -1}), 40)
+        data_skip_steps(MindFormerConfig({"data_skip_steps": -1}), 40)
 
 
 def test_lr_scale_multiplies_by_the_global_batch_over_the_factor():
@@ -62,9 +64,9 @@ class _Context:
 
 
 def test_eval_epoch_interval_evaluates_at_epoch_ends(monkeypatch):
-    import mindformers.trainer.causal_lm as causal_lm
-    monkeypatch.setattr(causal_lm, "score_dataset", lambda net, ds: {"loss": 1.0, "perplexity": 2.7, "tokens": 1})
-    callback = _EvalDuringTraining(None, None, 0, None, epoch_interval=2)
+    import mindformers.evaluation.during_training as during_training
+    monkeypatch.setattr(during_training, "score_dataset", lambda net, ds: {"loss": 1.0, "perplexity": 2.7, "tokens": 1})
+    callback = EvalDuringTraining(None, None, 0, None, epoch_interval=2)
     cb = MindFormerConfig({"cur_step_num": 0, "cur_epoch_num": 1})
     for step in range(1, 13):   # 3 steps an epoch, 4 epochs
         cb.cur_step_num, cb.cur_epoch_num = step, (step - 1) // 3 + 1
@@ -96,7 +98,7 @@ def test_model_parallel_is_planned_on_ascend_not_refused():
 
 
 def test_generation_keys_set_in_model_config_reach_generation():
-    from mindformers.trainer.causal_lm import predict_generation_config
+    from mindformers.generation.predict import predict_generation_config
     config = MindFormerConfig({"model": {"model_config": {"top_k": 3, "do_sample": True, "max_decode_length": 40,
                                                           "repetition_penalty": 1.2, "top_p": 0.9}},
                                "generation_config": {"top_k": 7}})
@@ -106,7 +108,8 @@ def test_generation_keys_set_in_model_config_reach_generation():
 
 def test_grouped_lr_schedule_gives_matching_parameters_their_own_schedule(tmp_path):
     import numpy as np
-    from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer, build_model
+    from mindformers.trainer.builders import build_model
+    from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer
     config = load_config(BASE, {"output_dir": str(tmp_path), "runner_config.stop_step": 2,
                                 "runner_config.batch_size": 2, "model.model_config.num_layers": 1,
                                 "callbacks": [{"type": "MFLossMonitor"}]})
