@@ -16,6 +16,7 @@ from typing import Tuple
 import mindspore as ms
 from mindspore import nn, ops
 
+from ..models.base import token_logprobs
 from ..modules.layers import Linear
 
 IGNORE = -100
@@ -29,14 +30,8 @@ def _log_sigmoid(x):
 
 def sequence_logprobs(network, ids, labels) -> Tuple[ms.Tensor, ms.Tensor]:
     """(sum of log p over label tokens, number of label tokens) per row, for ids/labels (B, S+1)."""
-    logits = network.logits(ids[:, :-1])
-    logp = ops.log_softmax(logits.astype(ms.float32), -1)
-    target = labels[:, 1:]
-    mask = target != IGNORE
-    safe = ops.select(mask, target, ops.zeros_like(target)).astype(ms.int32)
-    picked = ops.gather_elements(logp, 2, safe.expand_dims(-1)).squeeze(-1)
-    maskf = mask.astype(ms.float32)
-    return (picked * maskf).sum(-1), maskf.sum(-1)
+    logp, mask = token_logprobs(network.logits(ids[:, :-1]), labels[:, 1:], IGNORE)
+    return logp.sum(-1), mask.sum(-1)
 
 
 def preference_loss(loss_type: str, beta: float, policy_chosen, policy_rejected, ref_chosen=None,

@@ -13,6 +13,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from ..models.base import token_logprobs
 from ..models.llama.llama import packed_positions_and_mask
 
 
@@ -26,9 +27,8 @@ class _TokenLogProbs(nn.Cell):
     @ms.jit
     def construct(self, input_ids):
         logits = self.network.logits(input_ids[:, :-1])  # (B, L-1, V) fp32
-        logp = ops.log_softmax(logits, -1)
         target = input_ids[:, 1:]
-        picked = ops.gather_elements(logp, 2, target.expand_dims(-1)).squeeze(-1)
+        picked, _ = token_logprobs(logits, target, ignore_index=-1)  # ids are never -1: every position scores
         greedy = ops.equal(ops.argmax(logits, -1).astype(target.dtype), target)
         return picked, greedy
 
@@ -115,10 +115,5 @@ class _TokenLoss(nn.Cell):
         else:
             positions, mask = packed_positions_and_mask(position_ids[:, :-1])
             logits = self.network.forward_positions(input_ids[:, :-1], positions, mask).astype(ms.float32)
-        labels = (input_ids if labels is None else labels)[:, 1:]
-        ignored = labels == self.ignore_index
-        mask = (~ignored).astype(ms.float32)
-        safe = ops.select(ignored, ops.zeros_like(labels), labels).astype(ms.int32)
-        logp = ops.log_softmax(logits, -1)
-        picked = ops.gather_elements(logp, 2, safe.expand_dims(-1)).squeeze(-1)
-        return -(picked * mask).sum(), mask.sum()
+        logp, mask = token_logprobs(logits, (input_ids if labels is None else labels)[:, 1:], self.ignore_index)
+        return -logp.sum(), mask.sum()

@@ -134,17 +134,24 @@ class TokenNLL(nn.Cell):
 _TOKEN_NLL = TokenNLL()
 
 
+def token_logprobs(logits, targets, ignore_index: int = -100):
+    """log p(target) per position (0 where the target is ignore_index) and the 0/1 mask of scored positions,
+    both (B, T) fp32, for logits (B, T, V) and targets (B, T): the one token log-prob of the package (training
+    loss, evaluation, preference losses), with TokenNLL's closed-form backward."""
+    B, T, V = logits.shape
+    valid = targets != ignore_index
+    mask = ops.cast(valid, ms.float32)
+    # Gather needs a valid index everywhere; masked positions point at class 0 and are zeroed by `mask`.
+    safe = ops.cast(targets * ops.cast(valid, targets.dtype), ms.int32).reshape(-1, 1)
+    nll = _TOKEN_NLL(ops.cast(logits, ms.float32).reshape(-1, V), safe).reshape(B, T)
+    return -nll * mask, mask
+
+
 def causal_lm_loss(logits, targets, ignore_index: int = -100):
     """Mean cross-entropy (fp32) of logits (B, T, V) against targets (B, T), skipping ignore_index targets."""
-    logits = ops.cast(logits, ms.float32).reshape(-1, logits.shape[-1])  # (B*T, V)
-    targets = targets.reshape(-1, 1)
-    valid = targets != ignore_index
-    keep = ops.cast(valid, ms.float32)
-    # Gather needs a valid index everywhere; masked positions point at class 0 and are zeroed by `keep`.
-    safe = ops.cast(targets * ops.cast(valid, targets.dtype), ms.int32)
-    nll = _TOKEN_NLL(logits, safe)  # (B*T, 1)
+    logp, mask = token_logprobs(logits, targets, ignore_index)
     # All-masked batches (e.g. a prompt-only sample) give 0, not NaN.
-    return (nll * keep).sum() / ops.maximum(keep.sum(), 1.0)
+    return -logp.sum() / ops.maximum(mask.sum(), 1.0)
 
 
 def load_weights(net: nn.Cell, path: str):
