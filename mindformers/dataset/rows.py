@@ -77,6 +77,18 @@ def _names(row: dict) -> str:
     return ", ".join(map(repr, row)) or "none"
 
 
+def _named_strings(owner: str, section: str, kind: str, given: Optional[dict], valid, what: str) -> dict:
+    """`given` (a handler's columns: or tags:) as a dict, each key one of `valid` and each value a non-empty
+    string; anything else is an error naming it."""
+    given = dict(given or {})
+    for name, value in given.items():
+        if name not in valid:
+            raise ValueError(f"{owner}.{section}: unknown {kind} '{name}' (valid: {', '.join(valid)})")
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{owner}.{section}.{name}: {what}, got {value!r}")
+    return given
+
+
 class Columns:
     """A handler's `columns:` (handler column -> file field), over the handler's defaults.
 
@@ -84,12 +96,7 @@ class Columns:
     """
 
     def __init__(self, owner: str, columns: Optional[dict], defaults: Dict[str, str], required: Iterable[str]):
-        columns = dict(columns or {})
-        for name, field in columns.items():
-            if name not in defaults:
-                raise ValueError(f"{owner}.columns: unknown column '{name}' (valid: {', '.join(defaults)})")
-            if not isinstance(field, str) or not field:
-                raise ValueError(f"{owner}.columns.{name}: a field name (a string), got {field!r}")
+        columns = _named_strings(owner, "columns", "column", columns, defaults, "a field name (a string)")
         self.fields, self.named, self.required = {**defaults, **columns}, set(columns), set(required)
 
     def has(self, row: dict, column: str) -> bool:
@@ -122,12 +129,7 @@ class Tags:
     """
 
     def __init__(self, owner: str, tags: Optional[dict], roles: Optional[dict] = None):
-        tags = dict(tags or {})
-        for name, value in tags.items():
-            if name not in TAG_NAMES:
-                raise ValueError(f"{owner}.tags: unknown tag '{name}' (valid: {', '.join(TAG_NAMES)})")
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{owner}.tags.{name}: a string, got {value!r}")
+        tags = _named_strings(owner, "tags", "tag", tags, TAG_NAMES, "a string")
         for value, role in (roles or {}).items():
             if role not in ("user", "assistant", "system"):
                 raise ValueError(f"{owner}.roles: '{value}' maps to '{role}' (valid: user, assistant, system)")
