@@ -58,3 +58,15 @@ def _cycles(graph):
 
 def test_no_import_cycles():
     assert _cycles(grimp.build_graph("mindformers")) == []
+
+
+def test_no_module_over_400_lines():
+    long = {}
+    for folder, _, files in os.walk(os.path.join(ROOT, "mindformers")):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    lines = sum(1 for _ in f)
+                if lines > 400:
+                    long[os.path.relpath(os.path.join(folder, name), ROOT)] = lines
+    assert long == {}

@@ -198,4 +198,6 @@ def resolve_references(data: Dict, origins: Origins) -> Dict:
         key = getattr(e, "full_key", "") or ""
         where = origins.get(tuple(int(k) if k.isdigit() else k for k in str(key).replace("[", ".")
                                   .replace("]", "").split(".") if k), "config")
-        raise ConfigError(f"{where}: cannot resolve reference in '{key}': {getattr(e, 'msg', e)}") from None
+        # OmegaConf's message goes on with full_key/object_type lines: the first line names what is missing
+        reason = str(getattr(e, "msg", e)).strip().splitlines()[0]
+        raise ConfigError(f"{where}: cannot resolve reference in '{key}': {reason}") from None

@@ -1,7 +1,8 @@
 """Datasets; importing this package registers the DATASET, DATASET_LOADER and DATA_HANDLER components."""
 from .text_dataloader import TextDataLoader, cache_dir, split_documents
 from .causal_language_model_dataset import CausalLanguageModelDataset, EpochShardSampler
-from .instruct import AlpacaInstructDataHandler, CommonDataLoader
+from .common import CommonDataLoader
+from .instruct import AlpacaInstructDataHandler
 from .indexed import IndexedDataLoader, IndexedDataset, IndexedDatasetWriter
 from .mindrecord import MindDataset
 from .blended import BlendedDataLoader

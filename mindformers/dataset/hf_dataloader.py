@@ -31,7 +31,8 @@ import numpy as np
 
 from ..tools.paths import REPO_ROOT
 from ..tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
-from .instruct import IGNORE, pack_samples
+from .common import pack_samples
+from .instruct import IGNORE
 
 logger = logging.getLogger("mindformers")
 

@@ -338,7 +338,7 @@ class PairwiseAccuracyMetric(_Benchmark):
         from mindspore import Tensor
 
         from ..alignment import sequence_logprobs
-        from ..dataset.instruct import CommonDataLoader
+        from ..dataset.common import CommonDataLoader
         loader = CommonDataLoader(self.data_path, [{"type": "PairwiseDataHandler"}], tokenizer=tokenizer,
                                   seq_length=int(network.config.seq_length))
         rows = [loader[i] for i in range(len(loader))][:self.max_samples or None]

@@ -128,8 +128,10 @@ def test_invalid_yaml_names_line(tmp_path):
 
 
 def test_unresolvable_reference(tmp_path):
-    with pytest.raises(ConfigError, match="cannot resolve reference"):
+    with pytest.raises(ConfigError, match="cannot resolve reference") as err:
         load_config(write(tmp_path / "r.yaml", "output_dir: ${nothing.here}\n"))
+    message = str(err.value)
+    assert "\n" not in message and "r.yaml:1" in message and "'nothing.here' not found" in message
 
 
 def test_attribute_access_and_missing_is_none():

@@ -10,7 +10,8 @@ from mindspore import Tensor
 from mindformers.config import load_config
 from mindformers.dataset import CommonDataLoader
 from mindformers.dataset.indexed import reset_positions
-from mindformers.dataset.instruct import IGNORE, pack_samples
+from mindformers.dataset.common import pack_samples
+from mindformers.dataset.instruct import IGNORE
 from mindformers.models import LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
 from mindformers.models.llama.llama import packed_positions_and_mask
 from mindformers.tokenization import LlamaTokenizer

@@ -88,6 +88,9 @@ class TrainingStateMonitor(Callback):
                  global_norm_spike_threshold: float = 1.0, global_norm_spike_count_threshold: int = 10,
                  rank_id: int = 0, **unsupported):
         super().__init__()
+        if not monitor_on:
+            raise ValueError("monitor_config.monitor_on: False turns the monitor off; the trainer adds this callback "
+                             "only when it is True")
         bad = [k for k, v in unsupported.items() if k in UNSUPPORTED and v not in (None, False, "", [])]
         unknown = [k for k in unsupported if k not in UNSUPPORTED]
         if unknown:
