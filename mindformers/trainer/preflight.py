@@ -5,6 +5,7 @@ from typing import List
 
 from ..config import ConfigError, validate_config
 from ..config.schema import SECTIONED_FORM
+from ..models.hf import section_problems
 from ..tools.paths import resolve_repo_path
 from ..tools.register import MindFormerModuleType as T
 from ..tools.register import MindFormerRegister
@@ -12,8 +13,6 @@ from ..tools.register import MindFormerRegister
 
 def model_section_errors(config) -> List[str]:
     """One `file:line: message` per problem of `model.model_config` (and `pretrained_model_dir`)."""
-    from ..models.hf import section_problems
-
     model_cfg = dict(((config.get("model") or {}).get("model_config")) or {})
     model_dir = config.get("pretrained_model_dir")
 
