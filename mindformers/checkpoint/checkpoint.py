@@ -1,4 +1,5 @@
-"""Safetensors checkpoints: atomic save of weights + optimizer state + run state, strict load."""
+"""Run checkpoints: atomic save of weights + optimizer state + run state, finding the one to resume, restoring
+optimizer state. Loading weights into a model is weights.py."""
 import json
 import os
 import shutil
@@ -7,7 +8,7 @@ from typing import Dict, Iterable, Optional
 
 import numpy as np
 
-from ..models.base import is_step_state
+from .safetensors_io import read_safetensors
 
 LATEST = "latest"
 MODEL_FILE = "model.safetensors"
@@ -102,84 +103,24 @@ def prune_checkpoints(directory: str, prefix: str, keep: int):
             shutil.rmtree(path, ignore_errors=True)
 
 
-def resolve_checkpoint(path: str) -> str:
-    """Turn a checkpoint directory, a `latest`-holding parent, or a weights file into a weights file."""
+def resolve_checkpoint(path: str, key: str = "load_checkpoint") -> str:
+    """Turn a checkpoint directory, a `latest`-holding parent, or a weights file into a weights file; errors name
+    the config `key` that gave the path."""
     if os.path.isfile(path):
         return path
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"load_checkpoint: '{path}' does not exist")
+        raise FileNotFoundError(f"{key}: '{path}' does not exist")
     if os.path.isfile(os.path.join(path, MODEL_FILE)):
         return os.path.join(path, MODEL_FILE)
     latest = os.path.join(path, LATEST)
     if os.path.isfile(latest):
         with open(latest, encoding="utf-8") as f:
-            return resolve_checkpoint(os.path.join(path, f.read().strip()))
+            return resolve_checkpoint(os.path.join(path, f.read().strip()), key)
     ckpts = list_checkpoints(path)
     if ckpts:
         return os.path.join(ckpts[-1], MODEL_FILE)
-    raise FileNotFoundError(f"load_checkpoint: '{path}' holds no checkpoint "
+    raise FileNotFoundError(f"{key}: '{path}' holds no checkpoint "
                             f"(expected {MODEL_FILE}, a '{LATEST}' file or <prefix>-step<N>/ directories)")
-
-
-def read_weights(path: str, allow_pickle: bool = False) -> Dict[str, np.ndarray]:
-    """Read a .safetensors or MindSpore .ckpt file into name -> numpy array.
-
-    PyTorch pickles (.bin/.pt/.pth) are refused unless `allow_pickle` (then read without running code)."""
-    from ..models.hf.torch_pickle import is_pickle_file, read_torch_weights, refuse
-
-    if is_pickle_file(path):
-        return read_torch_weights(path) if allow_pickle else refuse(path)
-    if path.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-        try:
-            return load_file(path)
-        except (SafetensorError, OSError) as e:
-            raise ValueError(f"load_checkpoint: {path} is not a readable safetensors file ({e})") from None
-    if path.endswith(".ckpt"):
-        import mindspore as ms
-        return {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items()}
-    raise ValueError(f"load_checkpoint: {path}: unknown format; expected .safetensors or .ckpt (or a PyTorch "
-                     f".bin/.pt/.pth with allow_pickle_checkpoint: True)")
-
-
-def load_weights(network, path: str, strict: bool = True, allow_pickle: bool = False,
-                 expected_format: Optional[str] = None) -> Dict[str, list]:
-    """Load weights into `network`; missing, unexpected or mis-shaped names are an error listing them.
-
-    `expected_format` (load_ckpt_format: safetensors or ckpt) must match the weights file found."""
-    import mindspore as ms
-
-    from .sharded import is_sharded, merge_sharded, read_strategy_summary
-
-    if is_sharded(path):  # auto_trans_ckpt: per-rank shards are merged into the full weights first
-        file = f"{path} (sharded: {read_strategy_summary(path)})"
-        weights = merge_sharded(path)
-    else:
-        file = resolve_checkpoint(path)
-        if expected_format and not file.endswith("." + expected_format):
-            raise ValueError(f"load_ckpt_format: '{expected_format}' but load_checkpoint resolves to {file}; set "
-                             f"load_ckpt_format to the file's format or point load_checkpoint at a .{expected_format}")
-        weights = read_weights(file, allow_pickle)
-    params = {p.name: p for p in network.get_parameters()}
-    # per-step statistics (is_step_state) may be present on one side only: they are not weights
-    missing = sorted(n for n in set(params) - set(weights) if not is_step_state(n))
-    unexpected = sorted(n for n in set(weights) - set(params) if not is_step_state(n))
-    mismatched = [f"{n}: checkpoint {tuple(weights[n].shape)} vs model {tuple(params[n].shape)}"
-                  for n in sorted(set(params) & set(weights)) if tuple(weights[n].shape) != tuple(params[n].shape)]
-    problems = []
-    if mismatched:
-        problems.append("shape mismatch: " + "; ".join(mismatched[:10]))
-    if strict and missing:
-        problems.append(f"missing from checkpoint ({len(missing)}): {', '.join(missing[:10])}")
-    if strict and unexpected:
-        problems.append(f"not in model ({len(unexpected)}): {', '.join(unexpected[:10])}")
-    if problems:
-        raise ValueError(f"load_checkpoint: {file} does not fit the model: " + " | ".join(problems))
-    for name in set(params) & set(weights):
-        param = params[name]
-        param.set_data(ms.Tensor(weights[name].astype(ms.dtype_to_nptype(param.dtype), copy=False)))
-    return {"missing": missing, "unexpected": unexpected, "file": file}
 
 
 def read_state(checkpoint_dir: str) -> dict:
@@ -230,7 +171,7 @@ def load_train_state(train_state, checkpoint_dir: str, network):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"resume: {path} is missing; the checkpoint was saved without optimizer state "
                                 f"(CheckpointMonitor save_optimizer: False) and cannot resume training exactly")
-    saved = read_weights(path)
+    saved = read_safetensors(path)
     weights = {p.name for p in network.get_parameters()}
     own = {p.name: p for p in train_state.get_parameters() if p.name not in weights}
     missing = sorted(set(own) - set(saved))

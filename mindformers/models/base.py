@@ -1,8 +1,7 @@
 """Pieces every model family shares: the model contract (CausalLM), config plumbing, dtype checks, the causal-LM
-loss, weight loading."""
+loss."""
 import inspect
 import logging
-import os
 from typing import Any, Dict, Iterable, Protocol, Tuple, runtime_checkable
 
 import mindspore as ms
@@ -13,16 +12,6 @@ from mindformers.modules.layers import broadcast
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
-# a router's per-step expert load (DeepSeek's bias balancing): model state reset every step, not a weight
-EXPERT_LOAD = "expert_load"
-
-
-def is_step_state(name: str) -> bool:
-    """Whether a parameter holds per-step statistics rather than weights: Hugging Face checkpoints lack it and a
-    checkpoint without it still loads."""
-    return name.rsplit(".", 1)[-1] == EXPERT_LOAD
-
-
 def check_dtype(key: str, value: Any) -> str:
     """Return `value` if it names a supported dtype, else raise naming the config key."""
     if value not in DTYPES:
@@ -152,16 +141,3 @@ def causal_lm_loss(logits, targets, ignore_index: int = -100):
     logp, mask = token_logprobs(logits, targets, ignore_index)
     # All-masked batches (e.g. a prompt-only sample) give 0, not NaN.
     return -logp.sum() / ops.maximum(mask.sum(), 1.0)
-
-
-def load_weights(net: nn.Cell, path: str):
-    """Load a .ckpt or .safetensors file saved from this model into `net`; any name mismatch is an error."""
-    if not os.path.isfile(path):
-        raise ValueError(f"model_config.checkpoint_name_or_path '{path}' is not a file; give a .ckpt or "
-                         f".safetensors file saved from this model (model names are not downloaded)")
-    fmt = "safetensors" if path.endswith(".safetensors") else "ckpt"
-    params = ms.load_checkpoint(path, format=fmt)
-    not_loaded, unexpected = ms.load_param_into_net(net, params)
-    if not_loaded or unexpected:
-        raise ValueError(f"checkpoint {path} does not match the model: missing {sorted(not_loaded)[:5]}, "
-                         f"unexpected {sorted(unexpected)[:5]}")

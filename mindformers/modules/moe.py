@@ -11,6 +11,16 @@ from mindspore import nn, ops
 
 from .layers import Linear, broadcast, expand_to
 
+# a router's per-step expert load (DeepSeek's bias balancing): model state reset every step, not a weight
+EXPERT_LOAD = "expert_load"
+
+
+def is_step_state(name: str) -> bool:
+    """Whether a parameter holds per-step statistics rather than weights: Hugging Face checkpoints lack it and a
+    checkpoint without it still loads."""
+    return name.rsplit(".", 1)[-1] == EXPERT_LOAD
+
+
 # Hugging Face attribute names of an expert's (gate, up, down) projections per family.
 EXPERT_NAMES = {
     "mixtral": ("w1", "w3", "w2"),

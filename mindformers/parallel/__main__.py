@@ -18,8 +18,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from ..config import load_config, validate_config
     from ..config.loader import parse_options
-    from .apply import plan_from_config
-    import mindformers.models  # noqa: F401  (registers the families)
+    from .apply import plan_from_config  # the families are registered by mindformers/__init__.py
 
     try:
         config = load_config(args.config, parse_options(args.options), validate=False)

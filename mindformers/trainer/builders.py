@@ -14,7 +14,7 @@ from ..config import plain
 from ..core.context import parallel_mode_name
 from ..core.lr import build_grouped_lr_schedule, build_lr_schedule
 from ..core.optim import get_optimizer_grouped_parameters
-from ..models.base import EXPERT_LOAD
+from ..modules.moe import EXPERT_LOAD
 from ..models.hf import config_from_section, from_pretrained, tokenizer_from_hf
 from ..parallel import MeshLayout, ShardPlan, apply_plan
 from ..pet import apply_lora, has_lora, load_adapter, merge_lora, trainable_summary

@@ -25,7 +25,7 @@ def main():
 
     sys.path[:0] = [os.path.dirname(os.path.dirname(HERE)), HERE]
     from internlm2 import InternLM2Config, config_to_internlm2, weights_to_internlm2
-    from mindformers.models.hf.safetensors_io import save_weights_dir
+    from mindformers.checkpoint.safetensors_io import save_weights_dir
 
     sizes = dict(vocab_size=2048, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=8,
                  num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=1000000.0)

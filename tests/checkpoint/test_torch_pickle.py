@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mindformers.checkpoint import load_weights, read_weights
-from mindformers.models.hf.torch_pickle import read_torch_weights
+from mindformers.checkpoint.torch_pickle import read_torch_weights
 from mindformers.config import load_config
 from mindformers.models.hf import read_weights_dir
 from mindformers.trainer.builders import build_model

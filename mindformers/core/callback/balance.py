@@ -5,7 +5,7 @@ import numpy as np
 from mindspore import Tensor
 from mindspore.train import Callback
 
-from ...models.base import EXPERT_LOAD
+from ...modules.moe import EXPERT_LOAD
 from ...tools.register import MindFormerModuleType, MindFormerRegister
 
 logger = logging.getLogger("mindformers")

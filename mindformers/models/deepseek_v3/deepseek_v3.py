@@ -17,7 +17,8 @@ from mindformers.modules import EXPERT_NAMES, Embedding, Expert, Linear, RMSNorm
 from mindformers.modules.moe import mix_experts
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
-from ..base import DTYPES, EXPERT_LOAD
+from ...modules.moe import EXPERT_LOAD
+from ..base import DTYPES
 from ..llama import LlamaConfig, LlamaForCausalLM, LlamaModel
 from ..llama.llama import LlamaDecoderLayer
 from ..llama.llama_config import _bool, _positive_int, _positive_number
@@ -202,7 +203,7 @@ class GroupLimitedRouter(nn.Cell):
                                                  name="e_score_correction_bias", requires_grad=False)
         self.matmul = ops.MatMul(transpose_b=True)
         # with a bias update rate, training steps add each expert's share of the routed tokens here (step state
-        # read and reset by TopkBiasBalanceCallback, not a weight: see models.base.is_step_state)
+        # read and reset by TopkBiasBalanceCallback, not a weight: see modules.moe.is_step_state)
         self.bias_update_rate = config.expert_bias_update_rate
         if self.bias_update_rate > 0:
             self.expert_load = Parameter(initializer("zeros", (e,), ms.float32), name=EXPERT_LOAD,

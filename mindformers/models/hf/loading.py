@@ -2,10 +2,9 @@
 model_config overrides onto a config. Shared by Hugging Face directories (pretrained.py) and GGUF files."""
 from typing import Dict
 
-import mindspore as ms
 import numpy as np
 
-from ..base import is_step_state
+from ...checkpoint import assign_weights
 from ..config_2x import translate_2x
 
 # Buffers some HF checkpoints carry that are not parameters (we recompute RoPE tables from the config).
@@ -13,30 +12,16 @@ _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
 
 def load_state_dict(network, weights: Dict[str, np.ndarray], source: str):
-    """Copy name -> array into `network` (cast to each parameter's dtype); any mismatch is an error."""
-    params = {p.name: p for p in network.get_parameters()}
+    """Copy an HF-named state dict into `network` (the one loader's rules: any mismatch is an error), after
+    dropping the buffers HF files carry and the copy of a tied lm_head."""
     tied = getattr(network.config, "tie_word_embeddings", False)
     weights = {n: w for n, w in weights.items() if not n.endswith(_IGNORED_SUFFIXES)}
     if tied:
         weights.pop("lm_head.weight", None)  # some exports keep the tied copy
-    missing = sorted(n for n in set(params) - set(weights) if not is_step_state(n))
-    unexpected = sorted(set(weights) - set(params))
-    mismatched = [f"{n}: file {tuple(weights[n].shape)} vs model {tuple(params[n].shape)}"
-                  for n in sorted(set(params) & set(weights)) if tuple(weights[n].shape) != tuple(params[n].shape)]
-    problems = []
-    if missing:
-        hint = " (set tie_word_embeddings: true if lm_head shares the embedding)" \
-            if missing == ["lm_head.weight"] else ""
-        problems.append(f"missing {len(missing)}: {', '.join(missing[:12])}{hint}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:12])}")
-    if mismatched:
-        problems.append(f"shape mismatch: {'; '.join(mismatched[:12])}")
-    if problems:
-        raise ValueError(f"{source} does not fit {type(network).__name__}: " + " | ".join(problems))
-    for name, param in params.items():
-        if name in weights:  # the others are step state (is_step_state), which stays as initialised
-            param.set_data(ms.Tensor(np.asarray(weights[name], np.float32), dtype=param.dtype))
+    params = {p.name for p in network.get_parameters()}
+    hint = " (set tie_word_embeddings: true if lm_head shares the embedding)" \
+        if "lm_head.weight" in params and "lm_head.weight" not in weights else ""
+    assign_weights(network, weights, source, missing_hint=hint)
 
 
 def with_overrides(config, overrides: dict, source: str):

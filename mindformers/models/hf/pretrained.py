@@ -10,12 +10,12 @@ from typing import Optional
 import numpy as np
 
 from ...tools.paths import resolve_repo_path
-from ..base import is_step_state
+from ...modules.moe import is_step_state
 from ..config_2x import YARN_KEYS, translate_2x
 from .families import HF_FAMILIES, family_of, family_of_config
 from .gguf import read_gguf
 from .loading import load_state_dict, with_overrides
-from .safetensors_io import read_weights_dir, save_weights_dir
+from ...checkpoint.safetensors_io import read_weights_dir, save_weights_dir
 
 logger = logging.getLogger("mindformers")
 

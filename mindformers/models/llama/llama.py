@@ -3,6 +3,7 @@
 Parameter names match Hugging Face's LlamaForCausalLM one to one (`model.layers.0.self_attn.q_proj.weight`,
 ...), and weights are stored (out, in) like torch, so HF safetensors load without renaming or transposing.
 """
+import os
 from typing import Union
 
 import mindspore as ms
@@ -12,7 +13,8 @@ from mindformers.modules import CausalSelfAttention, Embedding, Linear, RMSNorm,
     causal_mask
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
-from ..base import DTYPES, causal_lm_loss, check_dtypes_on_device, load_weights
+from ...checkpoint import load_weights
+from ..base import DTYPES, causal_lm_loss, check_dtypes_on_device
 from .llama_config import LlamaConfig
 
 _DTYPE_KEYS = ("compute_dtype", "layernorm_compute_type", "softmax_compute_type", "rotary_dtype",
@@ -175,10 +177,16 @@ class LlamaForCausalLM(nn.Cell):
         for i in range(_recompute_layer_count(config.recompute_config, config.num_layers)):
             self.model.layers[i].recompute()
         if config.checkpoint_name_or_path:
-            load_weights(self, config.checkpoint_name_or_path)
+            self._load_named_checkpoint(config.checkpoint_name_or_path)
         # A new Cell has training=False but compile phase 'train'; MindSpore caches graphs by phase, so a
         # later set_train(True) would reuse the inference graph. Aligning both here makes the switch recompile.
         self.set_train(False)
+
+    def _load_named_checkpoint(self, path: str):
+        if not os.path.exists(path):
+            raise ValueError(f"model_config.checkpoint_name_or_path '{path}' is not a file or checkpoint directory; "
+                             f"give one saved from this model (model names are not downloaded)")
+        load_weights(self, path, key="model_config.checkpoint_name_or_path")
 
     def logits(self, input_ids):
         """fp32 logits (B, T, vocab) for input_ids (B, T)."""

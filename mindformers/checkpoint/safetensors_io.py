@@ -32,6 +32,8 @@ def read_safetensors(path: str) -> Dict[str, np.ndarray]:
     try:
         with open(path, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
+            if size > os.fstat(f.fileno()).st_size - 8:
+                raise ValueError(f"header length {size} exceeds the file")
             header = json.loads(f.read(size))
     except (OSError, struct.error, ValueError) as e:
         raise ValueError(f"{path} is not a readable safetensors file ({e})") from None
@@ -117,7 +119,7 @@ def read_weights_dir(directory: str, allow_pickle: bool = False) -> Dict[str, np
     """Every tensor of an HF directory: the sharded index if present, else model.safetensors.
 
     A directory with only PyTorch pickles (pytorch_model.bin, sharded or not) is refused unless
-    `allow_pickle`, then read by the restricted unpickler (models/hf/torch_pickle.py)."""
+    `allow_pickle`, then read by the restricted unpickler (checkpoint/torch_pickle.py)."""
     index = os.path.join(directory, INDEX_FILE)
     if os.path.isfile(index):
         with open(index, encoding="utf-8") as f:
