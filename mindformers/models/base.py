@@ -2,6 +2,7 @@
 loss."""
 import inspect
 import logging
+import numbers
 from typing import Any, Dict, Iterable, Protocol, Tuple, runtime_checkable
 
 import mindspore as ms
@@ -12,6 +13,32 @@ from mindformers.modules.layers import broadcast
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}
+
+
+def positive_int(key: str, value: Any):
+    """Raise naming model_config.`key` unless `value` is an int > 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"model_config.{key} must be a positive int, got {value!r}")
+
+
+def non_negative_int(key: str, value: Any):
+    """Raise naming model_config.`key` unless `value` is an int >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"model_config.{key} must be an int >= 0, got {value!r}")
+
+
+def positive_number(key: str, value: Any):
+    """Raise naming model_config.`key` unless `value` is a real number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
+        raise ValueError(f"model_config.{key} must be a positive number, got {value!r}")
+
+
+def boolean(key: str, value: Any):
+    """Raise naming model_config.`key` unless `value` is True or False."""
+    if not isinstance(value, bool):
+        raise ValueError(f"model_config.{key} must be True or False, got {value!r}")
+
+
 def check_dtype(key: str, value: Any) -> str:
     """Return `value` if it names a supported dtype, else raise naming the config key."""
     if value not in DTYPES:
@@ -55,6 +82,9 @@ class CausalLM(Protocol):
 
     def logits(self, input_ids):
         """fp32 logits (B, T, vocab) for input_ids (B, T)."""
+
+    def logits_at(self, input_ids, index):
+        """fp32 logits (B, K, vocab) at positions `index` (B, K) of each row of input_ids (B, T) only."""
 
     def forward_positions(self, input_ids, positions, mask):
         """fp32 logits (B, T, vocab) for explicit positions (B, T) and a bool attention mask (B, T, T)."""

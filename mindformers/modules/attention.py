@@ -20,10 +20,9 @@ def mask_scores(att, allowed, mask_value):
     """att + (0 where `allowed`, `mask_value` elsewhere); `allowed` (bool) broadcasts to att's shape.
 
     An addition of an explicitly broadcast bias instead of `select(allowed, att, mask_value)`: on CPU the
-    select's scalar and mask are expanded to full-size constants at compile time (measured ~190 MB resident per
-    select on (4, 8, 512, 512) scores), and an implicitly broadcasting elementwise kernel keeps private buffers
-    of ~4x its output. Unmasked scores are unchanged (att + 0); masked ones round to mask_value, so the softmax
-    is the same as with the select.
+    select's scalar and mask are expanded to full-size constants at compile time, and an implicitly broadcasting
+    elementwise kernel keeps private buffers several times its output (figures: docs/performance.md). Unmasked
+    scores are unchanged (att + 0); masked ones round to mask_value, so the softmax is the same as with the select.
     """
     if is_small(att.shape):  # a decode step: one select kernel instead of four (see layers.SMALL_TENSOR)
         return ops.select(allowed, att, mask_value)
@@ -43,7 +42,7 @@ def write_kv_cache(cache, new, slot=None):
     Prefill (`slot` None): slots [0, T) get `new` and the rest are zeroed (the generation runner reuses a
     cache for every call of the same batch and cache shape). Decode (`slot` a (1,) int32 index, T = 1): one
     ScatterNdUpdate writes the B x H rows at that slot, with the shapes static; a one-hot select rewrote the
-    whole cache instead (16 such selects took 3 of the 31 ms of a 55M model's decode step on CPU).
+    whole cache instead, a tenth of a decode step (docs/performance.md).
     """
     new = ops.cast(new, cache.dtype)
     B, H, T, D = new.shape
@@ -72,8 +71,8 @@ class Softmax(nn.Cell):
     """Softmax over the last axis whose backward broadcasts explicitly.
 
     MindSpore's own softmax gradient, (dout - sum(dout * y)) * y, subtracts a (..., 1) tensor from a full one;
-    on CPU such an implicitly broadcasting kernel keeps private buffers of ~4x its output (~125 MB per layer
-    for (4, 8, 512, 512) scores). Same formula, with the broadcast as its own kernel (layers.broadcast).
+    on CPU such an implicitly broadcasting kernel keeps private buffers several times its output (figures:
+    docs/performance.md). Same formula, with the broadcast as its own kernel (layers.broadcast).
     """
 
     def construct(self, x):

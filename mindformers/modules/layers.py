@@ -22,23 +22,23 @@ def is_small(shape) -> bool:
 
 
 def broadcast(t, shape):
-    """`t` broadcast to `shape` as a new tensor, by Tile: on CPU BroadcastTo makes the same copy 3-12x slower
-    ((2048, 1) -> (2048, 32000): 352 vs 28 ms; (4, 8, 512, 1) -> (4, 8, 512, 512): 50 vs 6 ms)."""
+    """`t` broadcast to `shape` as a new tensor, by Tile: on CPU BroadcastTo makes the same copy several times
+    slower (docs/performance.md, "Op costs behind code choices")."""
     t = t.reshape((1,) * (len(shape) - t.ndim) + t.shape)
     return ops.tile(t, tuple(size // dim for size, dim in zip(shape, t.shape)))
 
 
 def expand_to(t, shape):
     """`t` broadcast explicitly to `shape` for a large tensor (an implicitly broadcasting elementwise kernel
-    keeps private buffers of ~4x its output on CPU; an explicit copy + a same-shape op only borrows the memory
+    keeps private buffers several times its output on CPU; an explicit copy + a same-shape op only borrows the memory
     pool), and `t` as it is for a small one (one kernel fewer; see SMALL_TENSOR)."""
     return t if is_small(shape) else broadcast(t, shape)
 
 
 def row_reduce(x, reduce=ops.sum):
     """`reduce` (ops.sum or ops.mean) over the last axis, kept as size 1, computed as a 2-D reduction: on CPU
-    MindSpore's ReduceSum over the last axis of a (4, 8, 512, 512) tensor took 46 ms as 4-D and 6 ms on the
-    same data reshaped to 2-D (a full reduction to a scalar is as slow, 88 vs 23 ms for 16M elements)."""
+    MindSpore's last-axis reduction of a 4-D tensor (and a full reduction to a scalar) is several times slower
+    than the same data reshaped to 2-D (docs/performance.md, "Op costs behind code choices")."""
     return reduce(x.reshape(-1, x.shape[-1]), -1).reshape(x.shape[:-1] + (1,))
 
 

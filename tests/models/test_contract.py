@@ -9,7 +9,7 @@ import pytest
 
 from mindformers.models.base import CausalLM
 from mindformers.models.hf import from_pretrained
-from mindformers.models.llama.llama import packed_positions_and_mask
+from mindformers.models.decoder import packed_positions_and_mask
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, register_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,7 +49,11 @@ def test_model_returns_the_contract_shapes(name, pynative_mode):
     assert isinstance(net, CausalLM)
     vocab, (B, T) = net.config.vocab_size, (2, 5)
     ids = ms.Tensor(np.random.default_rng(0).integers(0, vocab, (B, T + 1)), ms.int32)
-    assert net.logits(ids[:, :-1]).shape == (B, T, vocab) and net(ids[:, :-1]).shape == (B, T, vocab)
+    full = net.logits(ids[:, :-1])
+    assert full.shape == (B, T, vocab) and net(ids[:, :-1]).shape == (B, T, vocab)
+    index = ms.Tensor([[4, 0], [2, 3]], ms.int32)
+    np.testing.assert_allclose(net.logits_at(ids[:, :-1], index).asnumpy(),
+                               full.asnumpy()[np.arange(B)[:, None], index.asnumpy()], atol=1e-5, rtol=0)
     positions, mask = packed_positions_and_mask(ms.Tensor(np.tile(np.arange(T), (B, 1)), ms.int32))
     assert net.forward_positions(ids[:, :-1], positions, mask).shape == (B, T, vocab)
     caches = net.init_kv_caches(B, T + 1)

@@ -123,7 +123,8 @@ def test_untied_config_without_lm_head_says_how_to_fix(tmp_path):
     weights = read_weights_dir(LLAMA2)
     weights.pop("lm_head.weight")
     write_safetensors(str(tmp_path / "model.safetensors"), weights)
-    with pytest.raises(ValueError, match=r"missing from checkpoint \(1\): lm_head.weight .set tie_word_embeddings: true"):
+    with pytest.raises(ValueError,
+                       match=r"missing from checkpoint \(1\): lm_head.weight .set tie_word_embeddings: true"):
         from_pretrained(str(tmp_path))
     # tied, the same file loads
     assert from_pretrained(str(tmp_path), tie_word_embeddings=True).config.tie_word_embeddings

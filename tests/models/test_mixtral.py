@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from family_checks import build_from_yaml, build_model_from_yaml, check_causal, check_names, check_overfits, \
-    np_cross_entropy, np_logits, tokens
+from family_checks import build_from_yaml, check_names, np_cross_entropy, np_logits, tokens
 from mindformers.models import MixtralConfig, MixtralForCausalLM
 
 TINY = dict(seq_length=16, hidden_size=32, num_layers=2, num_heads=4, n_kv_heads=2, vocab_size=64,
@@ -66,25 +65,12 @@ def test_recompute_is_refused():
         MixtralForCausalLM(MixtralConfig(**TINY, recompute_config={"recompute": True}))
 
 
-def test_causal(net):
-    check_causal(net)
 
-
-def test_num_params_formula(net):
-    assert net.num_params() == net.config.num_params() == sum(p.size for p in net.get_parameters())
+def test_active_params_leave_out_unpicked_experts(net):
     c = net.config
     assert c.num_active_params() == c.num_params() - c.num_layers * 2 * 3 * 32 * 24
 
 
-def test_overfits_one_batch():
-    ms.set_seed(0)
-    losses = check_overfits(MixtralForCausalLM(MixtralConfig(**{**TINY, "seq_length": 32})), 64)
-    assert np.isfinite(losses).all()
-
-
-def test_tiny_yaml_builds():
-    model = build_model_from_yaml("mixtral/pretrain_mixtral_tiny.yaml")
-    assert isinstance(model, MixtralForCausalLM) and model.config.num_experts == 4
 
 
 def test_mixtral_8x7b_config_has_published_size():

@@ -13,7 +13,7 @@ from mindformers.dataset.indexed import reset_positions
 from mindformers.dataset.common import pack_samples
 from mindformers.dataset.instruct import IGNORE
 from mindformers.models import LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
-from mindformers.models.llama.llama import packed_positions_and_mask
+from mindformers.models.decoder import packed_positions_and_mask
 from mindformers.tokenization import LlamaTokenizer
 from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer
 

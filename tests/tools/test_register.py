@@ -21,6 +21,12 @@ def test_register_with_alias_and_build():
     assert build_from_config({"type": "ToyMetric"}, MindFormerModuleType.METRIC, unrelated=1).scale == 1.0
 
 
+def test_upstream_get_instance_from_cfg_builds_the_same():
+    obj = MindFormerRegister.get_instance_from_cfg({"type": "toy_metric", "scale": 3.0}, MindFormerModuleType.METRIC,
+                                                   default_args={"name": "from_default"})
+    assert isinstance(obj, ToyMetric) and (obj.scale, obj.name) == (3.0, "from_default")
+
+
 def test_unknown_type_lists_close_names():
     with pytest.raises(KeyError, match="did you mean 'ToyMetric'"):
         MindFormerRegister.get_cls(MindFormerModuleType.METRIC, "ToyMetrik")

@@ -55,8 +55,8 @@ class StepSchedule(LearningRateSchedule):
 
     def value(self, step: int) -> float:
         """Learning rate at `step` as a Python float (for logging and tests)."""
-        # Called as a Cell: in GRAPH mode (training) it compiles once and then costs ~0.5 ms a call, where the
-        # op-by-op construct took 5-12 ms, paid on every training step for the log line
+        # Called as a Cell: in GRAPH mode (training) it compiles once and each call is then a fraction of the
+        # op-by-op construct's cost, which every training step's log line would pay (docs/performance.md)
         return float(self(Tensor(step, ms.int32)).asnumpy())
 
     @staticmethod

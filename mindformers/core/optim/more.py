@@ -19,7 +19,7 @@ F32 = ms.float32
 
 def _rms(x):
     """sqrt(mean(x * x)) over every element, averaged row by row first: on CPU a reduction straight to a
-    scalar is ~4x slower (see modules.layers.row_reduce); every row has the same length, so the value is equal."""
+    scalar is slower (see modules.layers.row_reduce); every row has the same length, so the value is equal."""
     return ops.sqrt(row_reduce(x * x, ops.mean).mean())
 
 

@@ -13,15 +13,14 @@ import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from mindformers.modules import EXPERT_NAMES, Embedding, Expert, Linear, RMSNorm, RotaryEmbedding, SwiGLU
-from mindformers.modules.moe import mix_experts
+from mindformers.modules import EXPERT_NAMES, Expert, SwiGLU
+from mindformers.modules.moe import EXPERT_LOAD, mix_experts
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
-from ...modules.moe import EXPERT_LOAD
-from ..base import DTYPES
-from ..llama import LlamaConfig, LlamaForCausalLM, LlamaModel
-from ..llama.llama import LlamaDecoderLayer
-from ..llama.llama_config import _bool, _positive_int, _positive_number
+from ..base import DTYPES, boolean, non_negative_int, positive_int, positive_number
+from ..decoder import DecoderForCausalLM, DecoderLayer, decoder_from_layers, linear_factory, rms_norm, \
+    rotary_embedding, swiglu
+from ..llama import LlamaConfig
 from .mla import MultiLatentAttention
 
 # Hugging Face keeps these two norms at its RMSNorm default eps whatever config.rms_norm_eps says.
@@ -29,20 +28,6 @@ _LATENT_NORM_EPS = 1e-6
 # Routing methods of DeepSeek's config.json that this implementation computes (and HF's DeepseekV3 does).
 TOPK_METHODS = ("noaux_tc",)
 SCORING_FUNCS = ("sigmoid",)
-
-
-def _linear_builder(config: LlamaConfig):
-    """linear(n_in, n_out, bias=False) -> Linear in the config's dtypes and init."""
-    param, compute = DTYPES[config.param_init_type], DTYPES[config.compute_dtype]
-
-    def linear(n_in, n_out, bias=False):
-        return Linear(n_in, n_out, bias, config.initializer_range, param, compute)
-    return linear
-
-
-def _non_negative_int(key, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"model_config.{key} must be an int >= 0, got {value!r}")
 
 
 @MindFormerRegister.register(MindFormerModuleType.CONFIG)
@@ -63,18 +48,18 @@ class DeepseekV3Config(LlamaConfig):
                  expert_bias_update_rate: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if q_lora_rank is not None:
-            _non_negative_int("q_lora_rank", q_lora_rank)
+            non_negative_int("q_lora_rank", q_lora_rank)
         for key, value in (("kv_lora_rank", kv_lora_rank), ("qk_nope_head_dim", qk_nope_head_dim),
                            ("qk_rope_head_dim", qk_rope_head_dim), ("v_head_dim", v_head_dim),
                            ("moe_intermediate_size", moe_intermediate_size), ("n_routed_experts", n_routed_experts),
                            ("n_shared_experts", n_shared_experts), ("num_experts_per_tok", num_experts_per_tok),
                            ("n_group", n_group), ("topk_group", topk_group)):
-            _positive_int(key, value)
-        _non_negative_int("first_k_dense_replace", first_k_dense_replace)
-        _non_negative_int("num_nextn_predict_layers", num_nextn_predict_layers)
-        _bool("rope_interleave", rope_interleave)
-        _bool("norm_topk_prob", norm_topk_prob)
-        _positive_number("routed_scaling_factor", routed_scaling_factor)
+            positive_int(key, value)
+        non_negative_int("first_k_dense_replace", first_k_dense_replace)
+        non_negative_int("num_nextn_predict_layers", num_nextn_predict_layers)
+        boolean("rope_interleave", rope_interleave)
+        boolean("norm_topk_prob", norm_topk_prob)
+        positive_number("routed_scaling_factor", routed_scaling_factor)
         if isinstance(expert_bias_update_rate, bool) or not isinstance(expert_bias_update_rate, (int, float)) \
                 or expert_bias_update_rate < 0:
             raise ValueError(f"model_config.expert_bias_update_rate must be a number >= 0, got "
@@ -243,7 +228,7 @@ class DeepseekMoE(nn.Cell):
         super().__init__()
         c, f = config.hidden_size, config.moe_intermediate_size
         param, compute = DTYPES[config.param_init_type], DTYPES[config.compute_dtype]
-        linear = _linear_builder(config)
+        linear = linear_factory(config)
         self.hidden_size = c
         self.compute_dtype = compute
         self.gate = GroupLimitedRouter(config)
@@ -261,10 +246,9 @@ class DeepseekMoE(nn.Cell):
         return y.reshape(lead + (self.hidden_size,)) + self.shared_experts(x)
 
 
-def _build_attention(config: DeepseekV3Config) -> MultiLatentAttention:
+def mla_attention(config: DeepseekV3Config) -> MultiLatentAttention:
     c, nh = config.hidden_size, config.num_heads
-    param, norm_dtype = DTYPES[config.param_init_type], DTYPES[config.layernorm_compute_type]
-    linear, bias = _linear_builder(config), config.qkv_has_bias
+    linear, bias = linear_factory(config), config.qkv_has_bias
     q_out = nh * config.qk_head_dim
     low_rank_q = bool(config.q_lora_rank)
     return MultiLatentAttention(
@@ -272,61 +256,36 @@ def _build_attention(config: DeepseekV3Config) -> MultiLatentAttention:
         config.softmax_scale,
         q_proj=None if low_rank_q else linear(c, q_out),
         q_a_proj=linear(c, config.q_lora_rank, bias) if low_rank_q else None,
-        q_a_layernorm=RMSNorm(config.q_lora_rank, _LATENT_NORM_EPS, param, norm_dtype) if low_rank_q else None,
+        q_a_layernorm=rms_norm(config, config.q_lora_rank, _LATENT_NORM_EPS) if low_rank_q else None,
         q_b_proj=linear(config.q_lora_rank, q_out) if low_rank_q else None,
         kv_a_proj_with_mqa=linear(c, config.kv_lora_rank + config.qk_rope_head_dim, bias),
-        kv_a_layernorm=RMSNorm(config.kv_lora_rank, _LATENT_NORM_EPS, param, norm_dtype),
+        kv_a_layernorm=rms_norm(config, config.kv_lora_rank, _LATENT_NORM_EPS),
         kv_b_proj=linear(config.kv_lora_rank, nh * (config.qk_nope_head_dim + config.v_head_dim)),
         o_proj=linear(nh * config.v_head_dim, c, bias),
         rope_interleave=config.rope_interleave, softmax_dtype=DTYPES[config.softmax_compute_type])
 
 
-class DeepseekV3DecoderLayer(nn.Cell):
-    """x + mla(norm(x)), then x + ffn(norm(x)); the ffn is dense below first_k_dense_replace, else MoE."""
-
-    def __init__(self, config: DeepseekV3Config, layer_index: int):
-        super().__init__()
-        c = config.hidden_size
-        param, norm_dtype = DTYPES[config.param_init_type], DTYPES[config.layernorm_compute_type]
-        self.input_layernorm = RMSNorm(c, config.rms_norm_eps, param, norm_dtype)
-        self.self_attn = _build_attention(config)
-        self.post_attention_layernorm = RMSNorm(c, config.rms_norm_eps, param, norm_dtype)
-        if layer_index < config.first_k_dense_replace:
-            f, linear = config.ffn_hidden_size, _linear_builder(config)
-            self.mlp = SwiGLU(gate_proj=linear(c, f), up_proj=linear(c, f), down_proj=linear(f, c))
-        else:
-            self.mlp = DeepseekMoE(config)
-
-    construct = LlamaDecoderLayer.construct  # the same pre-norm residual block around other attention and ffn
+def deepseek_v3_layer(config: DeepseekV3Config, index: int) -> DecoderLayer:
+    """One DeepSeek-V3 block: MLA attention, and a dense SwiGLU below first_k_dense_replace, else a DeepseekMoE."""
+    return DecoderLayer(rms_norm(config), mla_attention(config), rms_norm(config),
+                        swiglu(config) if index < config.first_k_dense_replace else DeepseekMoE(config))
 
 
-class DeepseekV3Model(LlamaModel):
-    """LlamaModel's forward (embedding, shared RoPE tables over qk_rope_head_dim, final norm) over DeepSeek
-    layers; built here because each layer's feed-forward depends on its index."""
-
-    def __init__(self, config: DeepseekV3Config):  # pylint: disable=super-init-not-called
-        nn.Cell.__init__(self)
-        self.compute_dtype = DTYPES[config.compute_dtype]
-        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, config.initializer_range,
-                                      DTYPES[config.embedding_init_type])
-        self.layers = nn.CellList([DeepseekV3DecoderLayer(config, i) for i in range(config.num_layers)])
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, DTYPES[config.param_init_type],
-                            DTYPES[config.layernorm_compute_type])
-        self.rotary_emb = RotaryEmbedding(config.qk_rope_head_dim, config.max_position_embedding, config.theta,
-                                          config.extend_method, config.scaling_factor, DTYPES[config.rotary_dtype])
-        self.max_position = config.max_position_embedding
+def deepseek_v3_decoder(config: DeepseekV3Config):
+    """Embedding, num_layers DeepSeek-V3 blocks, final RMSNorm, RoPE over qk_rope_head_dim."""
+    return decoder_from_layers(config, deepseek_v3_layer, rotary_embedding(config, config.qk_rope_head_dim))
 
 
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
-class DeepseekV3ForCausalLM(LlamaForCausalLM):
-    """DeepSeek-V3 with a language-model head (same interface as LlamaForCausalLM).
+class DeepseekV3ForCausalLM(DecoderForCausalLM):
+    """DeepSeek-V3 with a language-model head (interface: DecoderForCausalLM).
 
     Training returns the plain causal-LM loss: like HF's forward there is no auxiliary balancing loss (the
     e_score_correction_bias update DeepSeek trains with is not implemented; the bias stays as loaded).
     """
 
     config_class = DeepseekV3Config
-    model_class = DeepseekV3Model
+    build_decoder = staticmethod(deepseek_v3_decoder)
 
     def init_kv_caches(self, batch_size: int, cache_len: int) -> tuple:
         """Zeroed latent cache per layer: (normed latent (B, 1, S, kv_lora_rank), rotated key (B, 1, S, rope))."""

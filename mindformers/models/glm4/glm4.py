@@ -16,32 +16,23 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from mindformers.modules import Linear, RMSNorm, rope_tables
+from mindformers.modules import rope_tables
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..base import DTYPES
-from ..hf.families import llama_from_hf, llama_to_hf, register_hf_family
-from ..llama import LlamaConfig, LlamaForCausalLM
-from ..llama.llama import LlamaModel, build_attention
-from ..llama.llama_config import _positive_int
+from ..decoder import DecoderForCausalLM, decoder_from_layers, gqa_attention, linear_factory, rms_norm
+from ..llama import LlamaConfig
 
 
 @MindFormerRegister.register(MindFormerModuleType.CONFIG)
 class Glm4Config(LlamaConfig):
-    """LlamaConfig plus `head_dim` and `partial_rotary_factor`, with GLM-4-9B-0414's defaults."""
+    """LlamaConfig plus `partial_rotary_factor`, with GLM-4-9B-0414's defaults (head_dim is explicit there)."""
 
-    head_dim = None  # a plain attribute here, shadowing LlamaConfig's derived property
-
-    def __init__(self, head_dim: Optional[int] = None, partial_rotary_factor: float = 0.5,
+    def __init__(self, partial_rotary_factor: float = 0.5,
                  qkv_has_bias: bool = True, vocab_size: int = 151552, bos_token_id: Optional[int] = None,
                  eos_token_id: int = 151329, pad_token_id: int = 151329, **kwargs):
         super().__init__(qkv_has_bias=qkv_has_bias, vocab_size=vocab_size, bos_token_id=bos_token_id,
                          eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
-        if head_dim is not None:
-            _positive_int("head_dim", head_dim)
-            if head_dim % 2:
-                raise ValueError(f"model_config.head_dim must be even for rotary embeddings, got {head_dim}")
-        self.head_dim = head_dim or self.hidden_size // self.num_heads
         if isinstance(partial_rotary_factor, bool) or not isinstance(partial_rotary_factor, numbers.Real) \
                 or not 0 < partial_rotary_factor <= 1:
             raise ValueError(f"model_config.partial_rotary_factor must be in (0, 1], got {partial_rotary_factor!r}")
@@ -131,25 +122,17 @@ class Glm4MLP(nn.Cell):
 
 
 class Glm4DecoderLayer(nn.Cell):
-    """x + norm(attn(norm(x))), then x + norm(mlp(norm(x)))."""
+    """x + norm(attn(norm(x))), then x + norm(mlp(norm(x))): the sandwich block, from its parts."""
 
-    def __init__(self, config: Glm4Config):
+    def __init__(self, input_layernorm: nn.Cell, self_attn: nn.Cell, post_self_attn_layernorm: nn.Cell,
+                 post_attention_layernorm: nn.Cell, mlp: nn.Cell, post_mlp_layernorm: nn.Cell):
         super().__init__()
-        c, hs, f = config.hidden_size, config.head_dim, config.ffn_hidden_size
-        param, norm_dtype = DTYPES[config.param_init_type], DTYPES[config.layernorm_compute_type]
-
-        def linear(n_in, n_out, bias=False):
-            return Linear(n_in, n_out, bias, config.initializer_range, param, DTYPES[config.compute_dtype])
-
-        def norm():
-            return RMSNorm(c, config.rms_norm_eps, param, norm_dtype)
-        self.input_layernorm = norm()
-        self.self_attn = build_attention(config, linear, q_norm=ReorderHeadDims(hs, config.rotary_dim),
-                                         k_norm=ReorderHeadDims(hs, config.rotary_dim))
-        self.post_self_attn_layernorm = norm()
-        self.post_attention_layernorm = norm()
-        self.mlp = Glm4MLP(linear(c, 2 * f), linear(f, c), f)
-        self.post_mlp_layernorm = norm()
+        self.input_layernorm = input_layernorm
+        self.self_attn = self_attn
+        self.post_self_attn_layernorm = post_self_attn_layernorm
+        self.post_attention_layernorm = post_attention_layernorm
+        self.mlp = mlp
+        self.post_mlp_layernorm = post_mlp_layernorm
 
     def construct(self, x, cos, sin, mask, kv_cache=None, slot=None):
         h = self.input_layernorm(x)
@@ -162,39 +145,25 @@ class Glm4DecoderLayer(nn.Cell):
         return x if kv_cache is None else (x, kv_cache)
 
 
-class Glm4Model(LlamaModel):
-    """LlamaModel with GLM-4 blocks and the partial interleaved RoPE tables."""
+def glm4_layer(config: Glm4Config, index: int) -> Glm4DecoderLayer:
+    """One GLM-4 block: attention whose q/k heads are reordered for the interleaved partial RoPE, a fused
+    gate_up SwiGLU, and a norm after each sublayer."""
+    c, hs, f, linear = config.hidden_size, config.head_dim, config.ffn_hidden_size, linear_factory(config)
+    return Glm4DecoderLayer(
+        rms_norm(config),
+        gqa_attention(config, q_norm=ReorderHeadDims(hs, config.rotary_dim),
+                      k_norm=ReorderHeadDims(hs, config.rotary_dim)),
+        rms_norm(config), rms_norm(config), Glm4MLP(linear(c, 2 * f), linear(f, c), f), rms_norm(config))
 
-    layer_class = Glm4DecoderLayer
 
-    def __init__(self, config: Glm4Config):
-        super().__init__(config)
-        self.rotary_emb = PartialRotaryEmbedding(config)
+def glm4_decoder(config: Glm4Config):
+    """Embedding, num_layers GLM-4 blocks, final RMSNorm, the partial interleaved RoPE tables."""
+    return decoder_from_layers(config, glm4_layer, PartialRotaryEmbedding(config))
 
 
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
-class Glm4ForCausalLM(LlamaForCausalLM):
-    """GLM-4 with a language-model head (same interface as LlamaForCausalLM)."""
+class Glm4ForCausalLM(DecoderForCausalLM):
+    """GLM-4 with a language-model head (interface: DecoderForCausalLM)."""
 
     config_class = Glm4Config
-    model_class = Glm4Model
-
-
-def glm4_from_hf(hf: dict) -> dict:
-    """Glm4Config kwargs from a glm4 config.json (transformers 4.x top-level keys or 5.x rope_parameters)."""
-    rope = dict(hf.get("rope_parameters") or {})
-    factor = rope.pop("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5))  # HF's default is 0.5
-    kwargs = llama_from_hf({**hf, "rope_parameters": rope or None})
-    return {**kwargs, "head_dim": hf.get("head_dim"), "partial_rotary_factor": factor,
-            "bos_token_id": hf.get("bos_token_id")}
-
-
-def glm4_to_hf(config: Glm4Config) -> dict:
-    """A glm4 config.json from our config."""
-    hf = llama_to_hf(config)
-    for key in ("mlp_bias", "pretraining_tp"):
-        hf.pop(key)
-    return {**hf, "partial_rotary_factor": config.partial_rotary_factor}
-
-
-register_hf_family("glm4", ("Glm4ForCausalLM",), Glm4Config, Glm4ForCausalLM, glm4_from_hf, glm4_to_hf)
+    build_decoder = staticmethod(glm4_decoder)

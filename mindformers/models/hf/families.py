@@ -1,14 +1,13 @@
 """Which of our config/model classes an HF `model_type` maps to, and how config.json keys translate.
 
-A family plugs in with one `register_hf_family` call naming its HF `model_type`, the `architectures` class
-name, our config and model classes, and two functions: `from_hf(config.json dict) -> model_config kwargs`
-and `to_hf(config) -> config.json dict`. Llama-like families reuse `llama_from_hf`/`llama_to_hf` and add
-their own keys (see Qwen3 and the MoE families below).
+Every family plugs itself in, in its own `models/<family>/hf.py`, with one `register_hf_family` call naming its
+HF `model_type`, the `architectures` class name, our config and model classes, and two functions:
+`from_hf(config.json dict) -> model_config kwargs` and `to_hf(config) -> config.json dict`. Llama-like families
+reuse the helpers here (`llama_from_hf`, `llama_to_hf`, `moe_from_hf`) and add their own keys. This module imports
+no family.
 """
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
-
-from ..llama import LlamaConfig, LlamaForCausalLM
 
 
 @dataclass(frozen=True)
@@ -58,16 +57,17 @@ def family_of_config(config) -> HFFamily:
                      f"{', '.join(f.config_class.__name__ for f in HF_FAMILIES.values())}")
 
 
-def _check(hf: dict, key: str, allowed, why: str):
+def check_hf_value(hf: dict, key: str, allowed, why: str):
+    """Refuse a config.json value outside `allowed`, saying why."""
     if key in hf and hf[key] not in allowed:
         raise ValueError(f"config.json {key}={hf[key]!r} is not supported: {why}")
 
 
 def llama_from_hf(hf: dict) -> dict:
     """LlamaConfig kwargs from a Llama-style config.json."""
-    _check(hf, "hidden_act", ("silu",), "the decoder uses SwiGLU with SiLU")
-    _check(hf, "mlp_bias", (False, None), "the MLP projections have no bias")
-    _check(hf, "pretraining_tp", (1, None), "set it to 1 (the weights are not split)")
+    check_hf_value(hf, "hidden_act", ("silu",), "the decoder uses SwiGLU with SiLU")
+    check_hf_value(hf, "mlp_bias", (False, None), "the MLP projections have no bias")
+    check_hf_value(hf, "pretraining_tp", (1, None), "set it to 1 (the weights are not split)")
     heads = hf["num_attention_heads"]
     max_pos = hf.get("max_position_embeddings", 2048)
     eos = hf.get("eos_token_id")
@@ -100,7 +100,7 @@ def _rope_from_hf(hf: dict):
     return theta, params
 
 
-def _fixed_head_dim_from_hf(hf: dict) -> dict:
+def fixed_head_dim_from_hf(hf: dict) -> dict:
     """llama_from_hf for families whose head width is always hidden_size / num_heads."""
     head_dim, derived = hf.get("head_dim"), hf["hidden_size"] // hf["num_attention_heads"]
     if head_dim is not None and head_dim != derived:
@@ -129,23 +129,8 @@ def llama_to_hf(config) -> dict:
     }
 
 
-def _qwen2_from_hf(hf: dict) -> dict:
-    _check(hf, "use_sliding_window", (False, None), "sliding-window attention is not implemented")
-    return _fixed_head_dim_from_hf({**hf, "attention_bias": True})
-
-
-def _qwen2_to_hf(config) -> dict:
-    hf = llama_to_hf(config)
-    for key in ("attention_bias", "mlp_bias", "pretraining_tp", "head_dim"):
-        hf.pop(key)
-    return {**hf, "use_sliding_window": False}
-
-
-def _qwen3_from_hf(hf: dict) -> dict:
-    return {**llama_from_hf(hf), "head_dim": hf.get("head_dim")}
-
-
-def _moe_from_hf(hf: dict) -> dict:
+def moe_from_hf(hf: dict) -> dict:
+    """The MoE keys of a Mixtral / Qwen3-MoE config.json as model_config kwargs."""
     experts = hf.get("num_local_experts", hf.get("num_experts"))
     kwargs = {"num_experts": experts, "num_experts_per_tok": hf["num_experts_per_tok"],
               "router_aux_loss_coef": hf.get("router_aux_loss_coef", 0.001)}
@@ -154,50 +139,3 @@ def _moe_from_hf(hf: dict) -> dict:
     if "norm_topk_prob" in hf:
         kwargs["norm_topk_prob"] = bool(hf["norm_topk_prob"])
     return kwargs
-
-
-def _qwen3_to_hf(config) -> dict:
-    hf = llama_to_hf(config)
-    hf.pop("mlp_bias")
-    return hf
-
-
-def _mixtral_to_hf(config) -> dict:
-    hf = llama_to_hf(config)
-    for key in ("attention_bias", "mlp_bias", "pretraining_tp", "head_dim"):
-        hf.pop(key)
-    return {**hf, "num_local_experts": config.num_experts, "num_experts_per_tok": config.num_experts_per_tok,
-            "router_aux_loss_coef": config.router_aux_loss_coef}
-
-
-def _qwen3_moe_to_hf(config) -> dict:
-    hf = _qwen3_to_hf(config)
-    return {**hf, "num_experts": config.num_experts, "num_experts_per_tok": config.num_experts_per_tok,
-            "moe_intermediate_size": config.expert_ffn_size, "norm_topk_prob": config.norm_topk_prob,
-            "router_aux_loss_coef": config.router_aux_loss_coef, "decoder_sparse_step": 1, "mlp_only_layers": []}
-
-
-def _register_builtin():
-    from ..mixtral import MixtralConfig, MixtralForCausalLM
-    from ..qwen2 import Qwen2Config, Qwen2ForCausalLM
-    from ..qwen3 import Qwen3Config, Qwen3ForCausalLM
-    from ..qwen3_moe import Qwen3MoeConfig, Qwen3MoeForCausalLM
-
-    register_hf_family("llama", ("LlamaForCausalLM",), LlamaConfig, LlamaForCausalLM, _fixed_head_dim_from_hf,
-                       llama_to_hf)
-    register_hf_family("qwen2", ("Qwen2ForCausalLM",), Qwen2Config, Qwen2ForCausalLM, _qwen2_from_hf, _qwen2_to_hf)
-    register_hf_family("qwen3", ("Qwen3ForCausalLM",), Qwen3Config, Qwen3ForCausalLM, _qwen3_from_hf, _qwen3_to_hf)
-    register_hf_family("mixtral", ("MixtralForCausalLM",), MixtralConfig, MixtralForCausalLM,
-                       lambda hf: {**_fixed_head_dim_from_hf(hf), **_moe_from_hf(hf)}, _mixtral_to_hf)
-
-    def qwen3_moe_from_hf(hf: dict) -> dict:
-        if hf.get("mlp_only_layers") or hf.get("decoder_sparse_step", 1) != 1:
-            raise ValueError("config.json mlp_only_layers/decoder_sparse_step: every layer must be MoE here "
-                             "(mlp_only_layers: [], decoder_sparse_step: 1)")
-        return {**_qwen3_from_hf(hf), **_moe_from_hf(hf)}
-
-    register_hf_family("qwen3_moe", ("Qwen3MoeForCausalLM",), Qwen3MoeConfig, Qwen3MoeForCausalLM,
-                       qwen3_moe_from_hf, _qwen3_moe_to_hf)
-
-
-_register_builtin()

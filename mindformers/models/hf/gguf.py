@@ -12,12 +12,12 @@ import numpy as np
 
 from ...modules.rotary import ROPE_SCALING
 from ...tokenization.gguf import gguf_module
-from ..llama import LlamaConfig, LlamaForCausalLM
-from ..qwen2 import Qwen2Config, Qwen2ForCausalLM
+from .families import HF_FAMILIES
 from .loading import load_state_dict, with_overrides
 
 # general.architecture -> (config class, model class, q/k rows permuted by the converter)
-_ARCHS = {"llama": (LlamaConfig, LlamaForCausalLM, True), "qwen2": (Qwen2Config, Qwen2ForCausalLM, False)}
+# GGUF architecture -> whether llama.cpp permuted its q/k rows (the family is the HF model_type of the same name)
+_ARCHS = {"llama": True, "qwen2": False}
 
 _GLOBAL_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
                  "output.weight": "lm_head.weight"}
@@ -135,7 +135,8 @@ def read_gguf(path: str) -> Tuple[object, Dict[str, np.ndarray], type]:
     arch = meta.get("general.architecture")
     if arch not in _ARCHS:
         raise ValueError(f"{path}: general.architecture {arch!r} is not supported; supported: {', '.join(_ARCHS)}")
-    config_class, model_class, permuted = _ARCHS[arch]
+    permuted, family = _ARCHS[arch], HF_FAMILIES[arch]
+    config_class, model_class = family.config_class, family.model_class
     raw = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in raw:
         raise ValueError(f"{path}: no token_embd.weight tensor")

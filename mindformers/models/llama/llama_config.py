@@ -6,7 +6,7 @@ from typing import Optional, Union
 from mindformers.modules import check_extend_method, from_rope_scaling, llama_ffn_hidden_size, rope_tables
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
-from ..base import BaseConfig, check_dtype
+from ..base import BaseConfig, boolean, check_dtype, positive_int, positive_number
 
 logger = logging.getLogger("mindformers")
 
@@ -26,21 +26,6 @@ _NO_EFFECT = {
 _NOTED = set()
 
 
-def _positive_int(key, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"model_config.{key} must be a positive int, got {value!r}")
-
-
-def _positive_number(key, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
-        raise ValueError(f"model_config.{key} must be a positive number, got {value!r}")
-
-
-def _bool(key, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"model_config.{key} must be True or False, got {value!r}")
-
-
 @MindFormerRegister.register(MindFormerModuleType.CONFIG)
 class LlamaConfig(BaseConfig):
     """Size and numerics of a Llama decoder, plus the generation defaults upstream keeps in the same section.
@@ -56,6 +41,7 @@ class LlamaConfig(BaseConfig):
                  num_layers: int = 32,
                  num_heads: int = 32,
                  n_kv_heads: Optional[int] = None,
+                 head_dim: Optional[int] = None,
                  max_position_embedding: Optional[int] = None,
                  intermediate_size: Optional[int] = None,
                  vocab_size: int = 32000,
@@ -101,19 +87,19 @@ class LlamaConfig(BaseConfig):
         args = {key: value for key, value in locals().items() if key != "self"}
         for key in ("batch_size", "seq_length", "hidden_size", "num_layers", "num_heads", "vocab_size",
                     "multiple_of", "max_decode_length"):
-            _positive_int(key, args[key])
-        for key in ("n_kv_heads", "max_position_embedding", "intermediate_size"):
+            positive_int(key, args[key])
+        for key in ("n_kv_heads", "head_dim", "max_position_embedding", "intermediate_size"):
             if args[key] is not None:
-                _positive_int(key, args[key])
+                positive_int(key, args[key])
         for key in ("rms_norm_eps", "theta", "initializer_range", "repetition_penalty"):
-            _positive_number(key, args[key])
+            positive_number(key, args[key])
         if ffn_dim_multiplier is not None:
-            _positive_number("ffn_dim_multiplier", ffn_dim_multiplier)
+            positive_number("ffn_dim_multiplier", ffn_dim_multiplier)
         if not isinstance(scaling_factor, dict):
-            _positive_number("scaling_factor", scaling_factor)
+            positive_number("scaling_factor", scaling_factor)
         for key in ("qkv_has_bias", "qkv_concat", "use_past", "is_dynamic", "use_rope_slice",
                     "use_flash_attention", "do_sample", "tie_word_embeddings"):
-            _bool(key, args[key])
+            boolean(key, args[key])
         for key in ("compute_dtype", "layernorm_compute_type", "softmax_compute_type", "rotary_dtype",
                     "param_init_type"):
             check_dtype(key, args[key])
@@ -148,6 +134,10 @@ class LlamaConfig(BaseConfig):
         args["n_kv_heads"] = n_kv_heads = n_kv_heads or num_heads
         if hidden_size % num_heads:
             raise ValueError(f"model_config.hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+        # explicit in Qwen3 and GLM-4 (Qwen3-0.6B: 1024 wide, 16 heads of 128); else hidden_size / num_heads
+        if head_dim is not None and head_dim % 2:
+            raise ValueError(f"model_config.head_dim must be even for rotary embeddings, got {head_dim}")
+        args["head_dim"] = head_dim = head_dim or hidden_size // num_heads
         if num_heads % n_kv_heads:
             raise ValueError(f"model_config.num_heads ({num_heads}) must be divisible by n_kv_heads ({n_kv_heads})")
         args["max_position_embedding"] = max_position_embedding or seq_length
@@ -164,17 +154,12 @@ class LlamaConfig(BaseConfig):
             args["extend_method"] = method
             args["scaling_factor"] = scaling_factor = factor
         # Building a one-row table checks scaling_factor against the scaling type now, not at model build.
-        rope_tables(hidden_size // num_heads, 1, theta, args["extend_method"], scaling_factor)
+        rope_tables(head_dim, 1, theta, args["extend_method"], scaling_factor)
         args["embedding_init_type"] = embedding_init_type or param_init_type
         # use_rope_slice needs no handling: the sliced and unsliced Ascend rotary kernels compute the same
         # function as ours. The generation keys (top_k, ...) are read by the generation code.
         for key, value in args.items():
             setattr(self, key, value)
-
-    @property
-    def head_dim(self) -> int:
-        """Width of one attention head."""
-        return self.hidden_size // self.num_heads
 
     @property
     def ffn_hidden_size(self) -> int:

@@ -1,4 +1,6 @@
-"""Mixture-of-experts Llama decoders: the shared MoE blocks and Mixtral (importing registers them)."""
-from .mixtral import MixtralConfig, MixtralForCausalLM, MoeDecoderLayer, MoeForCausalLM, MoeModel
+"""Mixtral, and the MoE config and feed-forward part Qwen3-MoE shares (importing registers them, also as the
+Hugging Face model_type "mixtral")."""
+from .mixtral import MixtralConfig, MixtralForCausalLM, mixtral_decoder, moe_ffn
+from . import hf  # noqa: F401  (registers the HF family)
 
-__all__ = ["MixtralConfig", "MixtralForCausalLM", "MoeDecoderLayer", "MoeForCausalLM", "MoeModel"]
+__all__ = ["MixtralConfig", "MixtralForCausalLM", "mixtral_decoder", "moe_ffn"]

@@ -1,5 +1,6 @@
-"""Mixtral (Jiang et al. 2024) and the MoE decoder it shares with Qwen3-MoE: Llama blocks whose feed-forward
-is a top-k routed set of SwiGLU experts (mindformers.modules.MoE), trained with a load-balancing loss.
+"""Mixtral (Jiang et al. 2024): Llama blocks whose feed-forward is a top-k routed set of SwiGLU experts
+(mindformers.modules.MoE), trained with a load-balancing loss (decoder.MoeForCausalLM). Its config and `moe_ffn`
+are shared with Qwen3-MoE.
 
 Parameter names are Hugging Face's MixtralForCausalLM ones (`model.layers.N.block_sparse_moe.gate.weight`,
 `model.layers.N.block_sparse_moe.experts.E.w1.weight`, ...).
@@ -7,14 +8,12 @@ Parameter names are Hugging Face's MixtralForCausalLM ones (`model.layers.N.bloc
 import numbers
 from typing import Optional
 
-from mindformers.modules import EXPERT_NAMES, MoE, causal_mask
+from mindformers.modules import EXPERT_NAMES, MoE
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
-from mindspore import ops
 
-from ..base import DTYPES, causal_lm_loss
-from ..llama import LlamaConfig, LlamaDecoderLayer, LlamaForCausalLM, LlamaModel
-from ..llama.llama import _recompute_layer_count, packed_positions_and_mask
-from ..llama.llama_config import _bool, _positive_int
+from ..base import DTYPES, boolean, positive_int
+from ..decoder import DecoderLayer, MoeForCausalLM, decoder_from_layers, gqa_attention, rms_norm
+from ..llama import LlamaConfig
 
 
 @MindFormerRegister.register(MindFormerModuleType.CONFIG)
@@ -26,14 +25,14 @@ class MixtralConfig(LlamaConfig):
                  norm_topk_prob: bool = True, router_aux_loss_coef: float = 0.02, theta: float = 1000000.0,
                  **kwargs):
         super().__init__(theta=theta, **kwargs)
-        _positive_int("num_experts", num_experts)
-        _positive_int("num_experts_per_tok", num_experts_per_tok)
+        positive_int("num_experts", num_experts)
+        positive_int("num_experts_per_tok", num_experts_per_tok)
         if num_experts_per_tok > num_experts:
             raise ValueError(f"model_config.num_experts_per_tok ({num_experts_per_tok}) must be <= num_experts "
                              f"({num_experts})")
         if moe_intermediate_size is not None:
-            _positive_int("moe_intermediate_size", moe_intermediate_size)
-        _bool("norm_topk_prob", norm_topk_prob)
+            positive_int("moe_intermediate_size", moe_intermediate_size)
+        boolean("norm_topk_prob", norm_topk_prob)
         if isinstance(router_aux_loss_coef, bool) or not isinstance(router_aux_loss_coef, numbers.Real) \
                 or router_aux_loss_coef < 0:
             raise ValueError(f"model_config.router_aux_loss_coef must be a number >= 0, got {router_aux_loss_coef!r}")
@@ -69,92 +68,27 @@ class MixtralConfig(LlamaConfig):
         return super().flops_per_token() - 6 * self._expert_params(unused)
 
 
-class MoeDecoderLayer(LlamaDecoderLayer):
-    """Llama block with a MoE feed-forward stored under the family's Hugging Face attribute name."""
-
-    ffn_name = "mlp"
-    expert_names = EXPERT_NAMES["qwen"]
-
-    def _build_feed_forward(self, config: MixtralConfig):
-        moe = MoE(config.hidden_size, config.expert_ffn_size, config.num_experts, config.num_experts_per_tok,
-                  config.norm_topk_prob, self.expert_names, config.initializer_range,
-                  DTYPES[config.param_init_type], DTYPES[config.compute_dtype])
-        setattr(self, self.ffn_name, moe)
-        if self.ffn_name != "mlp":
-            # The inherited construct calls self.mlp; a plain alias (not a registered child) keeps one name
-            # per parameter.
-            object.__setattr__(self, "mlp", moe)
-
-    def with_aux_loss(self, x, cos, sin, mask):
-        """Training block: (x (B, T, C), this layer's load-balancing loss)."""
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
-        y, aux = self.mlp.with_aux_loss(self.post_attention_layernorm(x))
-        return x + y, aux
+def moe_ffn(config: MixtralConfig, expert_names) -> MoE:
+    """Top-k routed SwiGLU experts whose projections carry the family's HF names."""
+    return MoE(config.hidden_size, config.expert_ffn_size, config.num_experts, config.num_experts_per_tok,
+               config.norm_topk_prob, expert_names, config.initializer_range,
+               DTYPES[config.param_init_type], DTYPES[config.compute_dtype])
 
 
-class MoeModel(LlamaModel):
-    """LlamaModel of MoE blocks; `with_aux_loss` is the training forward that also returns the balancing loss."""
-
-    layer_class = MoeDecoderLayer
-
-    def with_aux_loss(self, input_ids, positions=None, mask=None):
-        """(final hidden states (B, T, C), load-balancing loss averaged over layers); `positions` (B, T) and a
-        bool `mask` (B, T, T) for packed sequences, as LlamaModel takes them."""
-        T = input_ids.shape[1]
-        x = ops.cast(self.embed_tokens(input_ids), self.compute_dtype)  # (B, T, C)
-        if positions is None:
-            cos, sin = self.rotary_emb(T)
-            mask = causal_mask(T)
-        else:
-            cos = ops.gather(self.rotary_emb.cos, positions, 0).expand_dims(1)  # (B, 1, T, hs)
-            sin = ops.gather(self.rotary_emb.sin, positions, 0).expand_dims(1)
-        aux = 0.0
-        for layer in self.layers:
-            x, layer_aux = layer.with_aux_loss(x, cos, sin, mask)
-            aux = aux + layer_aux
-        return self.norm(x), aux / len(self.layers)
+def mixtral_layer(config: MixtralConfig, index: int) -> DecoderLayer:
+    """One Mixtral block: experts under `block_sparse_moe`, projections named w1 (gate), w3 (up), w2 (down)."""
+    return DecoderLayer(rms_norm(config), gqa_attention(config), rms_norm(config),
+                        moe_ffn(config, EXPERT_NAMES["mixtral"]), ffn_name="block_sparse_moe")
 
 
-class MoeForCausalLM(LlamaForCausalLM):
-    """MoE decoder with a language-model head; the training loss adds router_aux_loss_coef x balancing loss."""
-
-    config_class = MixtralConfig
-    model_class = MoeModel
-
-    def __init__(self, config):
-        super().__init__(config)
-        if _recompute_layer_count(self.config.recompute_config, self.config.num_layers):
-            # Training runs MoeModel.with_aux_loss, not the layers' construct that recompute() wraps.
-            raise ValueError("recompute_config.recompute is not implemented for MoE models; set recompute: False")
-        self.aux_loss_coef = float(self.config.router_aux_loss_coef)
-
-    def construct(self, input_ids, labels=None, position_ids=None):
-        if not self.training:
-            return self.logits(input_ids)
-        targets = input_ids[:, 1:] if labels is None else labels[:, 1:]
-        if position_ids is None:
-            h, aux = self.model.with_aux_loss(input_ids[:, :-1])
-        else:
-            h, aux = self.model.with_aux_loss(input_ids[:, :-1], *packed_positions_and_mask(position_ids[:, :-1]))
-        return causal_lm_loss(self._head(h), targets, self.ignore_index) + self.aux_loss_coef * aux
-
-
-class MixtralDecoderLayer(MoeDecoderLayer):
-    """Mixtral block: experts under `block_sparse_moe`, projections named w1 (gate), w3 (up), w2 (down)."""
-
-    ffn_name = "block_sparse_moe"
-    expert_names = EXPERT_NAMES["mixtral"]
-
-
-class MixtralModel(MoeModel):
-    """MoeModel of Mixtral blocks."""
-
-    layer_class = MixtralDecoderLayer
+def mixtral_decoder(config: MixtralConfig):
+    """Embedding, num_layers Mixtral blocks, final RMSNorm, RoPE over head_dim."""
+    return decoder_from_layers(config, mixtral_layer)
 
 
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
 class MixtralForCausalLM(MoeForCausalLM):
-    """Mixtral with a language-model head (same interface as LlamaForCausalLM)."""
+    """Mixtral with a language-model head (interface: DecoderForCausalLM; training adds the balancing loss)."""
 
     config_class = MixtralConfig
-    model_class = MixtralModel
+    build_decoder = staticmethod(mixtral_decoder)

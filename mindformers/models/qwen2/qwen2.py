@@ -4,7 +4,8 @@ Parameter names are Hugging Face's Qwen2ForCausalLM ones (`model.layers.N.self_a
 """
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
-from ..llama import LlamaConfig, LlamaForCausalLM
+from ..decoder import DecoderForCausalLM
+from ..llama import LlamaConfig, llama_decoder
 
 
 @MindFormerRegister.register(MindFormerModuleType.CONFIG)
@@ -18,7 +19,8 @@ class Qwen2Config(LlamaConfig):
 
 
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
-class Qwen2ForCausalLM(LlamaForCausalLM):
-    """Qwen2 with a language-model head (same interface as LlamaForCausalLM)."""
+class Qwen2ForCausalLM(DecoderForCausalLM):
+    """Qwen2 with a language-model head: the Llama decoder (biases come from qkv_has_bias)."""
 
     config_class = Qwen2Config
+    build_decoder = staticmethod(llama_decoder)

@@ -3,29 +3,21 @@ head_dim that need not be hidden_size / num_heads (Qwen3-0.6B: 1024 wide, 16 hea
 
 Parameter names are Hugging Face's Qwen3ForCausalLM ones (`model.layers.N.self_attn.q_norm.weight`, ...).
 """
-from typing import Optional
-
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
-from ..llama import LlamaConfig, LlamaForCausalLM
-from ..llama.llama_config import _bool, _positive_int
+from ..base import boolean
+from ..decoder import DecoderForCausalLM, DecoderLayer, decoder_from_layers, gqa_attention, rms_norm, swiglu
+from ..llama import LlamaConfig
 
 
 @MindFormerRegister.register(MindFormerModuleType.CONFIG)
 class Qwen3Config(LlamaConfig):
-    """LlamaConfig plus `head_dim` (None: hidden_size / num_heads) and `qk_norm`, with Qwen3's defaults."""
+    """LlamaConfig plus `qk_norm`, with Qwen3's defaults (head_dim may be set explicitly)."""
 
-    head_dim = None  # a plain attribute here, shadowing LlamaConfig's derived property
-
-    def __init__(self, head_dim: Optional[int] = None, qk_norm: bool = True, theta: float = 1000000.0,
-                 rms_norm_eps: float = 1e-6, vocab_size: int = 151936, **kwargs):
+    def __init__(self, qk_norm: bool = True, theta: float = 1000000.0, rms_norm_eps: float = 1e-6,
+                 vocab_size: int = 151936, **kwargs):
         super().__init__(theta=theta, rms_norm_eps=rms_norm_eps, vocab_size=vocab_size, **kwargs)
-        if head_dim is not None:
-            _positive_int("head_dim", head_dim)
-            if head_dim % 2:
-                raise ValueError(f"model_config.head_dim must be even for rotary embeddings, got {head_dim}")
-        _bool("qk_norm", qk_norm)
-        self.head_dim = head_dim or self.hidden_size // self.num_heads
+        boolean("qk_norm", qk_norm)
         self.qk_norm = qk_norm
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
@@ -33,8 +25,27 @@ class Qwen3Config(LlamaConfig):
         return super().num_params(exclude_embeddings) + self.qk_norm * self.num_layers * 2 * self.head_dim
 
 
+def qk_norm_attention(config: Qwen3Config):
+    """GQA attention with an RMSNorm over each q and k head before RoPE (when config.qk_norm)."""
+    if not config.qk_norm:
+        return gqa_attention(config)
+    return gqa_attention(config, q_norm=rms_norm(config, config.head_dim),
+                         k_norm=rms_norm(config, config.head_dim))
+
+
+def qwen3_layer(config: Qwen3Config, index: int) -> DecoderLayer:
+    """One Qwen3 block: the Llama block with qk-norm attention."""
+    return DecoderLayer(rms_norm(config), qk_norm_attention(config), rms_norm(config), swiglu(config))
+
+
+def qwen3_decoder(config: Qwen3Config):
+    """Embedding, num_layers Qwen3 blocks, final RMSNorm, RoPE over head_dim."""
+    return decoder_from_layers(config, qwen3_layer)
+
+
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
-class Qwen3ForCausalLM(LlamaForCausalLM):
-    """Qwen3 with a language-model head (same interface as LlamaForCausalLM)."""
+class Qwen3ForCausalLM(DecoderForCausalLM):
+    """Qwen3 with a language-model head (interface: DecoderForCausalLM)."""
 
     config_class = Qwen3Config
+    build_decoder = staticmethod(qwen3_decoder)

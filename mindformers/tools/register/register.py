@@ -9,9 +9,11 @@ from typing import Any, Callable, Dict, Optional
 
 
 class MindFormerModuleType(str, Enum):
-    """Kinds of registered components (upstream names)."""
+    """Kinds of registered components (upstream names), each one built from a YAML section somewhere.
+
+    Upstream's PIPELINE, MODULES and LOSS kinds are absent: nothing here builds those from a config, so a
+    registration under them would be accepted and never used."""
     TRAINER = "trainer"
-    PIPELINE = "pipeline"
     PROCESSOR = "processor"
     TOKENIZER = "tokenizer"
     DATASET = "dataset"
@@ -19,10 +21,8 @@ class MindFormerModuleType(str, Enum):
     DATA_HANDLER = "data_handler"
     MODELS = "models"
     CONFIG = "config"
-    MODULES = "modules"
     OPTIMIZER = "optimizer"
     LR = "lr"
-    LOSS = "loss"
     WRAPPER = "wrapper"
     CALLBACK = "callback"
     METRIC = "metric"
@@ -83,7 +83,8 @@ class MindFormerRegister:
 
     @classmethod
     def get_instance_from_cfg(cls, cfg, module_type: MindFormerModuleType, default_args=None):
-        """Build an instance from a config with a `type` key (upstream name)."""
+        """Build an instance from a config with a `type` key: upstream's spelling of build_from_config, kept for
+        user code written against upstream."""
         return build_from_config(cfg, module_type, **(default_args or {}))
 
 
@@ -121,14 +122,19 @@ def accepted_kwargs(obj) -> Optional[list]:
     # A class whose __init__ passes **kwargs on to a base class of this package accepts the base's keys too.
     targets = [vars(c)["__init__"] for c in obj.__mro__ if "__init__" in vars(c)
                and (c is obj or c.__module__.startswith("mindformers."))] if inspect.isclass(obj) else [obj]
+    if inspect.isclass(obj) and not targets:  # no __init__ in this package: its __new__, else object's (none)
+        targets = [vars(c)["__new__"] for c in obj.__mro__ if "__new__" in vars(c)
+                   and c.__module__.startswith("mindformers.")][:1]
+        if not targets:
+            return []
     names = []
     for target in targets:
         try:
             params = inspect.signature(target).parameters
         except (TypeError, ValueError):
             return None
-        names += [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-                  and n not in names]
+        names += [n for n, p in params.items() if n not in ("self", "cls")
+                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in names]
         if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
             return names
     return None
