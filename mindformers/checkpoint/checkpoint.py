@@ -2,12 +2,14 @@
 optimizer state. Loading weights into a model is weights.py."""
 import json
 import os
+import re
 import shutil
 import time
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
+from ..tools.rundir import disk_error, pid_alive
 from .safetensors_io import read_safetensors
 
 LATEST = "latest"
@@ -41,26 +43,45 @@ def write_checkpoint(directory: str, prefix: str, step: int, weights: Dict[str, 
                      opt_state: Optional[Dict[str, np.ndarray]] = None, state: Optional[dict] = None) -> str:
     """Write `<directory>/<prefix>-step<step>/` (model, optimizer and state files) from a snapshot.
 
-    Files go to a temporary directory first and are renamed into place when complete, so a kill
-    during the save never leaves a directory that looks complete; `latest` is then updated.
+    Files go to a temporary directory first, are synced, and the directory is renamed into place when complete,
+    so a kill during the save never leaves a directory that looks complete; `latest` is then updated. A write
+    that fails (a full disk) removes the temporary directory, keeps the previous checkpoint and `latest`, and is
+    an OutputDirError naming the checkpoint.
     """
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
-    os.makedirs(directory, exist_ok=True)
     name = f"{prefix}-step{step}"
     final = os.path.join(directory, name)
     tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    save_file(weights, os.path.join(tmp, MODEL_FILE), metadata={"format": "mindformers"})
-    if opt_state is not None:
-        save_file(opt_state, os.path.join(tmp, OPTIMIZER_FILE))
-    with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
-        json.dump({"step": step, "time": time.time(), **(state or {})}, f, indent=1, sort_keys=True)
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _write_atomic(os.path.join(directory, LATEST), name + "\n")
+    aside = tmp + "-old"  # a checkpoint of the same step saved before, kept until the new one is in place
+    try:
+        os.makedirs(directory, exist_ok=True)
+        remove_stale_temporaries(directory)
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        save_file(weights, os.path.join(tmp, MODEL_FILE), metadata={"format": "mindformers"})
+        if opt_state is not None:
+            save_file(opt_state, os.path.join(tmp, OPTIMIZER_FILE))
+        with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
+            json.dump({"step": step, "time": time.time(), **(state or {})}, f, indent=1, sort_keys=True)
+        for file in os.listdir(tmp):
+            _fsync(os.path.join(tmp, file))
+        if os.path.exists(final):
+            os.replace(final, aside)
+        os.replace(tmp, final)
+        _write_atomic(os.path.join(directory, LATEST), name + "\n")
+    except (OSError, SafetensorError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, SafetensorError) and not any(s in str(err) for s in ("IoError", "os error")):
+            raise  # not the disk: a bug, with its traceback
+        if os.path.isdir(aside) and not os.path.exists(final):  # the new copy did not get there
+            os.replace(aside, final)
+        shutil.rmtree(aside, ignore_errors=True)
+        previous = _latest_name(directory)
+        raise disk_error(final, err, "the checkpoint" + (f" (the previous one, {previous}, is complete and "
+                                                         f"`latest` still names it)" if previous else "")) from None
+    shutil.rmtree(aside, ignore_errors=True)
     return final
 
 
@@ -72,9 +93,56 @@ def save_checkpoint(directory: str, prefix: str, step: int, network, train_state
 
 def _write_atomic(path: str, text: str):
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _fsync(path: str):
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _latest_name(directory: str) -> Optional[str]:
+    try:
+        with open(os.path.join(directory, LATEST), encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+_TEMPORARY = re.compile(r"^(\.(?P<name>.+)|latest)\.tmp-(?P<pid>\d+)(?P<aside>-old)?$")
+
+
+def remove_stale_temporaries(directory: str) -> List[str]:
+    """Remove what a save killed part-way (SIGKILL, power loss) left in `directory`: `.<name>.tmp-<pid>`
+    directories and `latest.tmp-<pid>` files of processes that no longer run; an older copy set aside for a
+    re-save goes back in place if its checkpoint is missing. Returns the names removed."""
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for entry in os.listdir(directory):
+        match = _TEMPORARY.match(entry)
+        if not match or int(match["pid"]) == os.getpid() or pid_alive(int(match["pid"])):
+            continue
+        path = os.path.join(directory, entry)
+        final = os.path.join(directory, match["name"] or "")
+        if match["aside"] and match["name"] and not os.path.exists(final):
+            os.replace(path, final)
+            continue
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+        removed.append(entry)
+    return removed
 
 
 def list_checkpoints(directory: str, prefix: Optional[str] = None):
@@ -97,10 +165,12 @@ def list_checkpoints(directory: str, prefix: Optional[str] = None):
 
 
 def prune_checkpoints(directory: str, prefix: str, keep: int):
-    """Delete the oldest checkpoints beyond `keep` (keep <= 0 keeps all)."""
+    """Delete the oldest checkpoints beyond `keep` (keep <= 0 keeps all); never the one `latest` names."""
     if keep and keep > 0:
+        latest = _latest_name(directory)
         for path in list_checkpoints(directory, prefix)[:-keep]:
-            shutil.rmtree(path, ignore_errors=True)
+            if os.path.basename(path) != latest:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def resolve_checkpoint(path: str, key: str = "load_checkpoint") -> str:
@@ -172,6 +242,8 @@ def load_train_state(train_state, checkpoint_dir: str, network):
         raise FileNotFoundError(f"resume: {path} is missing; the checkpoint was saved without optimizer state "
                                 f"(CheckpointMonitor save_optimizer: False) and cannot resume training exactly")
     saved = read_safetensors(path)
+    if getattr(network, "tensor_parallel", None) is not None:  # whole tensors in the file: this rank's slices
+        saved = network.tensor_parallel.local_state(saved)
     weights = {p.name for p in network.get_parameters()}
     own = {p.name: p for p in train_state.get_parameters() if p.name not in weights}
     missing = sorted(set(own) - set(saved))

@@ -12,6 +12,7 @@ from ..tools.register import MindFormerModuleType as T
 from ..tools.register import MindFormerRegister
 from ..tools.register.register import accepted_kwargs
 from .loader import ConfigError
+from .types import annotations, plain_type, type_problem
 
 FREE = "free"
 logger = logging.getLogger("mindformers")
@@ -166,7 +167,7 @@ SCHEMA: Dict[str, Any] = {
     "processor": Typed(T.PROCESSOR, {"tokenizer": Typed(T.TOKENIZER)}, optional_type=True),
     "generation_config": _keys("max_length max_new_tokens min_new_tokens do_sample temperature top_k top_p",
                                "repetition_penalty num_beams eos_token_id pad_token_id bos_token_id",
-                               "use_past stop_strings length_penalty seed"),
+                               "use_past stop_strings length_penalty seed use_chat_template"),
     "monitor_config": _keys("monitor_on dump_path target invert step_interval local_loss_format",
                             "device_local_loss_format local_norm_format device_local_norm_format",
                             "optimizer_state_format weight_state_format throughput_baseline print_struct",
@@ -215,11 +216,16 @@ def _check_parallel(cfg, device: str, errors: List[str]):
     if cfg.get("use_parallel") and mode not in (0, "data_parallel", None) and device != "Ascend":
         errors.append(f"{cfg.where('parallel', 'parallel_mode')}: 'parallel.parallel_mode: {mode!r}' needs Ascend "
                       f"(MindSpore runs only data parallel on {device}); set parallel_mode: 0")
-    for key, why in (("model_parallel", "operator sharding (semi-auto parallel) needs Ascend"),
+    # model_parallel > 1 runs on any device as tensor parallel on explicit collectives in data-parallel mode
+    # (parallel/tensor_parallel.py, msrun workers), and as operator sharding under semi-auto parallel on Ascend
+    tensor_parallel = cfg.get("use_parallel") and mode in (0, "data_parallel", None)
+    for key, why in (("model_parallel", "tensor parallel needs use_parallel: True (msrun workers) and parallel_mode: "
+                                        "0, operator sharding (semi-auto parallel) needs Ascend"),
                      ("pipeline_stage", "pipeline parallel is planned but not wired (no micro-batch pipeline "
                                         "cell)")):
         value = layout.get(key)
-        if isinstance(value, int) and value > 1 and (key == "pipeline_stage" or device != "Ascend"):
+        refused = key == "pipeline_stage" or (device != "Ascend" and not tensor_parallel)
+        if isinstance(value, int) and value > 1 and refused:
             errors.append(f"{cfg.where('parallel_config', key)}: 'parallel_config.{key}: {value}' is not supported"
                           f"{' on ' + device if key == 'model_parallel' else ''}: {why}; set it to 1")
     dp = layout.get("data_parallel")
@@ -248,6 +254,11 @@ def _check(value, schema, path, cfg, errors, device):
         if _applies(schema, device) and value not in (None, False) and path[-1:] and _dotted(path) not in _NOTED:
             _NOTED.add(_dotted(path))
             logger.info("%s: has no effect on %s (%s)", _dotted(path), device, schema.why)
+        return
+    if schema is None and value is not None:
+        problem = type_problem(value, plain_type(path), _dotted(path), cfg.where(*path))
+        if problem:
+            errors.append(problem)
         return
     if schema is None or schema == FREE or value is None:
         return
@@ -285,7 +296,7 @@ def _check_typed(value, schema: Typed, path, cfg, errors, device):
     except KeyError as e:
         errors.append(f"{cfg.where(*path, 'type')}: '{_dotted(path + ('type',))}': {e.args[0]}")
         return
-    accepted = accepted_kwargs(obj)
+    accepted, hints = accepted_kwargs(obj), annotations(obj)
     for key, sub in value.items():
         if key == "type":
             continue
@@ -293,6 +304,10 @@ def _check_typed(value, schema: Typed, path, cfg, errors, device):
             _check(sub, schema.nested[key], path + (key,), cfg, errors, device)
         elif accepted is not None and key not in accepted:
             errors.append(_unknown(cfg, path + (key,), accepted, f" ({type_name} accepts: {', '.join(accepted)})"))
+        elif key in hints:
+            problem = type_problem(sub, hints[key], _dotted(path + (key,)), cfg.where(*path, key))
+            if problem:
+                errors.append(problem)
 
 
 def _unknown(cfg, path, valid, tail="") -> str:

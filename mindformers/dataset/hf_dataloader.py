@@ -31,6 +31,7 @@ import numpy as np
 
 from ..tools.paths import REPO_ROOT
 from ..tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
+from ..tools.textfile import check_utf8
 from .common import pack_samples
 from .instruct import IGNORE
 
@@ -160,6 +161,9 @@ def load_local(path: Optional[str], data_files, split: str, name: Optional[str],
                 raise ValueError(f"HFDataLoader data_files '{file}' is {kind} but path is '{path}' (set path: {kind})")
     if data_dir is not None:
         data_dir = _local(data_dir) or _local_files(data_dir, "data_dir")
+    if builder in ("json", "csv", "text"):  # arrow keeps bad bytes, and a record would fail later without a file
+        for file in sorted({f for pattern in _flat(data_files) for f in glob.glob(str(pattern))}):
+            check_utf8(file)
     try:
         loaded = datasets.load_dataset(builder, name=name, data_dir=data_dir, data_files=data_files, split=split,
                                        cache_dir=cache_dir)

@@ -11,6 +11,7 @@ import re
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..tools.paths import resolve_repo_path
+from ..tools.textfile import read_text
 
 _SPACE = re.compile(r"[ \t\n\r]*")
 
@@ -29,8 +30,7 @@ def read_rows(path: str, kind: Optional[str] = None) -> List[Tuple[str, dict]]:
             raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow") from None
         rows = [(f"{path}: row {i}", r) for i, r in enumerate(pq.read_table(path).to_pylist(), 1)]
     else:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = read_text(path)
         rows = _json_array(path, text) if text.lstrip().startswith("[") else _json_lines(path, text)
     if not rows:
         raise ValueError(f"{path}: no samples")

@@ -10,6 +10,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from mindformers.tools.paths import resolve_repo_path
+from mindformers.tools.textfile import not_utf8
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
 
 logger = logging.getLogger(__name__)
@@ -179,8 +180,7 @@ def _load_tokens(files: List[str], tokenizer, add_eos: bool, json_keys: List[str
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ValueError(f"TextDataLoader: {path} is not UTF-8 text ({err.reason} at byte {err.start})") \
-                from None
+            raise ValueError(f"TextDataLoader: {not_utf8(path, data, err)}") from None
         file_docs = _json_documents(path, text, json_keys) if _is_json(path) else split_documents(text)
         if not file_docs:
             raise ValueError(f"TextDataLoader: {path} is empty (no non-blank " +

@@ -1,9 +1,9 @@
 """AutoTokenizer: the tokenizer of a Hugging Face model directory (or GGUF file), whichever backend it needs."""
-import json
 import os
 from typing import Any, Dict
 
 from ..tools.paths import resolve_repo_path
+from ..tools.textfile import read_json
 from .base import PreTrainedTokenizerBase
 
 # transformers writes this for "no limit"
@@ -22,11 +22,7 @@ def read_tokenizer_config(model_dir: str) -> Dict[str, Any]:
     config = {}
     path = os.path.join(model_dir, "tokenizer_config.json")
     if os.path.isfile(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                config = json.load(f)
-        except ValueError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        config = read_json(path)
         if not isinstance(config, dict):
             raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
     template = config.get("chat_template")

@@ -1,7 +1,8 @@
 """Chat templates: render a conversation with the jinja2 template from a Hugging Face tokenizer_config.json."""
-import json
 import os
 from typing import Dict, List, Optional
+
+from ..tools.textfile import read_json
 
 # Used when neither a chat_template option nor the tokenizer provide one (chat CLI, sharegpt/pairwise data).
 PLAIN_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
@@ -14,8 +15,8 @@ PLAIN_STOP = ["\nUser:"]
 def load_chat_template(path: str) -> str:
     """The `chat_template` of a tokenizer_config.json (the file or its directory)."""
     file = os.path.join(path, "tokenizer_config.json") if os.path.isdir(path) else path
-    with open(file, encoding="utf-8") as f:
-        template = json.load(f).get("chat_template")
+    config = read_json(file)
+    template = config.get("chat_template") if isinstance(config, dict) else None
     if isinstance(template, list):  # HF allows named templates: [{"name": "default", "template": ...}, ...]
         named = {t.get("name"): t.get("template") for t in template}
         template = named.get("default")
@@ -53,3 +54,11 @@ def apply_chat_template(messages: List[Dict[str, str]], tokenizer=None, chat_tem
         messages=messages, add_generation_prompt=add_generation_prompt,
         bos_token=getattr(tokenizer, "bos_token", None) or "", eos_token=getattr(tokenizer, "eos_token", None) or "",
         **extra)
+
+
+def encode_chat(messages: List[Dict[str, str]], tokenizer, chat_template: Optional[str] = None) -> List[int]:
+    """Prompt ids for `messages` rendered with the chat template (see apply_chat_template) and a generation
+    prompt; bos is added only when the rendered text does not already start with it."""
+    text = apply_chat_template(messages, tokenizer, chat_template=chat_template)
+    bos = getattr(tokenizer, "bos_token", None)
+    return tokenizer.encode(text, add_special_tokens=not (bos and text.startswith(bos)))

@@ -12,6 +12,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 from ..tools.paths import resolve_repo_path
+from ..tools.textfile import read_json, read_text
 from .base import _CLEANUP, PreTrainedTokenizerBase
 
 # Qwen2's pre-tokenizer split (contractions, letter runs, single digits, punctuation runs, newlines, spaces).
@@ -22,11 +23,17 @@ LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
-def byte_level_bpe(vocab: Dict[str, int], merges: List[Tuple[str, str]], split_pattern: Optional[str]) -> Tokenizer:
-    """A byte-level BPE `tokenizers.Tokenizer`; `split_pattern` None means GPT-2's own regex split."""
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+def byte_level_bpe(vocab: Dict[str, int], merges: List[Tuple[str, str]], split_pattern: Optional[str],
+                   ignore_merges: bool = False, split_digits: bool = False) -> Tokenizer:
+    """A byte-level BPE `tokenizers.Tokenizer`; `split_pattern` None means GPT-2's own regex split.
+
+    `ignore_merges`: a pre-token that is itself in the vocabulary is one token, merges unapplied (Llama 3);
+    `split_digits`: every digit is its own pre-token before GPT-2's split (SmolLM, StarCoder)."""
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=ignore_merges))
     if split_pattern is None:
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        gpt2 = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), gpt2]) \
+            if split_digits else gpt2
     else:
         tok.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(split_pattern), behavior="isolated"),
@@ -249,11 +256,7 @@ class Qwen2Tokenizer(PreTrainedTokenizerFast):
 
 def _read_vocab(path: str) -> Dict[str, int]:
     path = resolve_repo_path(path, "Qwen2Tokenizer vocab_file")
-    try:
-        with open(path, encoding="utf-8") as f:
-            vocab = json.load(f)
-    except ValueError as err:
-        raise ValueError(f"Qwen2Tokenizer vocab_file {path} is not valid JSON ({err})") from None
+    vocab = read_json(path)
     if not isinstance(vocab, dict):
         raise ValueError(f"Qwen2Tokenizer vocab_file {path} must be a JSON object token -> id")
     return vocab
@@ -262,14 +265,13 @@ def _read_vocab(path: str) -> Dict[str, int]:
 def _read_merges(path: str) -> List[Tuple[str, str]]:
     path = resolve_repo_path(path, "Qwen2Tokenizer merges_file")
     merges = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line or (number == 1 and line.startswith("#version")):
-                continue
-            parts = line.split(" ")
-            if len(parts) != 2:
-                raise ValueError(f"Qwen2Tokenizer merges_file {path} line {number}: expected two tokens "
-                                 f"separated by one space, got {line!r}")
-            merges.append((parts[0], parts[1]))
+    for number, line in enumerate(read_text(path).split("\n"), 1):
+        line = line.rstrip("\r")
+        if not line or (number == 1 and line.startswith("#version")):
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise ValueError(f"Qwen2Tokenizer merges_file {path} line {number}: expected two tokens "
+                             f"separated by one space, got {line!r}")
+        merges.append((parts[0], parts[1]))
     return merges

@@ -33,6 +33,7 @@ FLAG_TO_KEY = {
     "do_eval": "do_eval",
     "remote_save_url": "remote_save_url",
     "merge_lora": "merge_lora",
+    "use_chat_template": "generation_config.use_chat_template",
 }
 
 
@@ -48,9 +49,16 @@ def _bool_or_str(text: str):
     return value if isinstance(value, bool) else text
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a bad flag reported as one `error:` line (exit 2), like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: command line: {message} (python {self.prog} --help lists the flags)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser with upstream's flag names."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="run_mindformer.py",
         description="Train, finetune, evaluate or run inference from a YAML config. Any config key can also "
                     "be set as --a.b.c VALUE (typed as YAML: true, 1e-5, [1,2]).",
@@ -70,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval_dataset_dir", help="sets eval_dataset.data_loader.dataset_dir")
     p.add_argument("--predict_data", nargs="+", help="prompt text(s), or a file with one prompt per line")
     p.add_argument("--predict_batch_size", type=int)
+    p.add_argument("--use_chat_template", type=_bool,
+                   help="predict: send each prompt as a user turn in the tokenizer's chat template")
     p.add_argument("--seed", type=int)
     p.add_argument("--pretrained_model_dir")
     p.add_argument("--auto_trans_ckpt", type=_bool)

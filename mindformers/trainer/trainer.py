@@ -2,13 +2,16 @@
 import copy
 import logging
 import os
+from contextlib import contextmanager
 from typing import List, Optional, Union
 
+from ..checkpoint.checkpoint import remove_stale_temporaries
 from ..config import MindFormerConfig, load_config, validate_config
 from .training_args import TrainingArguments
 from ..tools.register import MindFormerModuleType as T
 from ..tools.register import MindFormerRegister
 from ..tools.register.register import accepted_kwargs
+from ..tools.rundir import check_output_dir, hold_output_dir, launch_rank
 
 logger = logging.getLogger("mindformers")
 # upstream's task names that mean a decoder-only language model
@@ -79,8 +82,9 @@ class Trainer:
     def _train(self, run_mode: str, checkpoint, checkpoint_arg: str, resume_from_checkpoint, **keys) -> List[dict]:
         config = self._run_config(run_mode, checkpoint, checkpoint_arg, resume_from_checkpoint, **keys)
         config, dataset = self._dataset_arg(config, "train", None, self.train_dataset)
-        return self.impl.train(config, network=self.model, tokenizer=self.tokenizer, dataset=dataset,
-                               callbacks=self.callbacks, is_finetune=run_mode == "finetune")
+        with _holding_output_dir(config):
+            return self.impl.train(config, network=self.model, tokenizer=self.tokenizer, dataset=dataset,
+                                   callbacks=self.callbacks, is_finetune=run_mode == "finetune")
 
     def evaluate(self, eval_dataset=None, eval_checkpoint: Union[str, bool, None] = False,
                  auto_trans_ckpt: Optional[bool] = None, src_strategy: Optional[str] = None,
@@ -90,7 +94,8 @@ class Trainer:
         config = self._run_config("eval", eval_checkpoint, "eval_checkpoint", None, auto_trans_ckpt=auto_trans_ckpt,
                                   src_strategy_path_or_dir=src_strategy, transform_process_num=transform_process_num)
         config, dataset = self._dataset_arg(config, "eval", eval_dataset, self.eval_dataset)
-        return self.impl.evaluate(config, network=self.model, tokenizer=self.tokenizer, dataset=dataset)
+        with _holding_output_dir(config):
+            return self.impl.evaluate(config, network=self.model, tokenizer=self.tokenizer, dataset=dataset)
 
     def predict(self, predict_checkpoint: Union[str, bool, None] = None, auto_trans_ckpt: Optional[bool] = None,
                 src_strategy: Optional[str] = None, transform_process_num: Optional[int] = None,
@@ -104,7 +109,8 @@ class Trainer:
                                   auto_trans_ckpt=auto_trans_ckpt, src_strategy_path_or_dir=src_strategy,
                                   transform_process_num=transform_process_num, predict_batch_size=batch_size,
                                   **{f"generation_config.{k}": v for k, v in generation.items()})
-        return self.impl.predict(config, network=self.model, tokenizer=self.tokenizer, inputs=input_data)
+        with _holding_output_dir(config):
+            return self.impl.predict(config, network=self.model, tokenizer=self.tokenizer, inputs=input_data)
 
     def _run_config(self, run_mode: str, checkpoint, checkpoint_arg: str, resume_from_checkpoint,
                     **keys) -> MindFormerConfig:
@@ -155,6 +161,17 @@ class Trainer:
             validate_config(config)
             return config, None
         return config, given
+
+
+@contextmanager
+def _holding_output_dir(config):
+    """The run's output_dir checked (a directory, writable, not full) and held against a second run for the
+    block; checkpoint temporaries a killed run left there are removed first."""
+    output_dir = config.get("output_dir") or "./output"
+    check_output_dir(output_dir)
+    with hold_output_dir(output_dir, launch_rank(bool(config.get("use_parallel")))):
+        remove_stale_temporaries(os.path.join(output_dir, "checkpoint"))
+        yield
 
 
 def _refuse_unknown(method: str, kwargs: dict):

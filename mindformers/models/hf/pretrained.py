@@ -10,6 +10,7 @@ from typing import Optional
 import numpy as np
 
 from ...tools.paths import resolve_repo_path
+from ...tools.textfile import read_json
 from ...modules.moe import is_step_state
 from ..config_2x import YARN_KEYS, translate_2x
 from .families import HF_FAMILIES, family_of, family_of_config
@@ -21,6 +22,15 @@ logger = logging.getLogger("mindformers")
 
 CONFIG_FILE = "config.json"
 # model_config keys checked together: position_embedding_type: yarn needs its factor and parameters
+# model_config keys that size a model: with pretrained_model_dir its config.json rules them, and a YAML value that
+# says otherwise is an error. Intended overrides are not among them: seq_length and max_position_embedding (train
+# shorter, extend the RoPE table), RoPE scaling, dtypes, token ids and generation keys.
+SIZE_KEYS = ("hidden_size", "num_layers", "num_heads", "n_kv_heads", "intermediate_size", "head_dim", "vocab_size",
+             "num_experts", "n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts",
+             "first_k_dense_replace", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
+             "v_head_dim")
+_HF_NAMES = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads", "n_kv_heads": "num_key_value_heads",
+             "num_experts": "num_experts/num_local_experts"}
 ROPE_GROUP = set(YARN_KEYS) | {"position_embedding_type", "scaling_factor", "rotary_scaling_factor", "rope_type",
                                 "factor"}
 
@@ -33,8 +43,11 @@ def read_hf_config(model_dir: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained_model_dir {model_dir} has no {CONFIG_FILE} (is it a Hugging Face "
                                 f"model directory?)")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object of model settings, got {type(config).__name__} "
+                         f"(a Hugging Face config.json)")
+    return config
 
 
 def config_from_hf(model_dir: str, overrides: Optional[dict] = None):
@@ -48,6 +61,9 @@ def config_from_hf(model_dir: str, overrides: Optional[dict] = None):
         raise ValueError(f"model_config.type {wanted} does not match {model_dir}/{CONFIG_FILE} model_type "
                          f"{family.model_type!r} ({family.config_class.__name__}); remove the key or fix it")
     kwargs = {k: v for k, v in family.from_hf(hf).items() if v is not None}
+    contradictions = size_contradictions(overrides, family, kwargs, os.path.join(model_dir, CONFIG_FILE))
+    if contradictions:
+        raise ValueError("; ".join(message for _, message in contradictions))
     # the YAML keys may be in the upstream 2.x vocabulary (params_dtype, hidden_dropout, ...)
     overrides = translate_2x(overrides, family.config_class, kwargs)
     kwargs.update(overrides)
@@ -55,6 +71,25 @@ def config_from_hf(model_dir: str, overrides: Optional[dict] = None):
     if "seq_length" in overrides and "max_position_embedding" not in overrides:
         kwargs["max_position_embedding"] = max(kwargs["max_position_embedding"], kwargs["seq_length"])
     return family.config_class(**kwargs)
+
+
+def size_contradictions(model_config: dict, family, base: dict, path: str) -> list:
+    """(key, message) for each size key (SIZE_KEYS, in our or the 2.x vocabulary) that `model_config` sets other
+    than config.json at `path` does (`base`: our kwargs from it)."""
+    problems = []
+    for key, value in model_config.items():
+        if key in ROPE_GROUP or key == "type":
+            continue
+        try:
+            ours = translate_2x({key: value}, family.config_class)
+        except ValueError:
+            continue  # a bad key is reported on its own
+        for target, new in ours.items():
+            if target in SIZE_KEYS and base.get(target) is not None and new != base[target]:
+                problems.append((key, f"model_config.{key}: {value!r} contradicts {path} "
+                                      f"({_HF_NAMES.get(target, target)}: {base[target]!r}); config.json sets the "
+                                      f"model's sizes: remove the key from the YAML"))
+    return problems
 
 
 def _split_section(model_config: dict):
@@ -95,7 +130,7 @@ def section_problems(model_config: dict, model_dir: Optional[str]) -> list:
         family, base, keys = _split_section(model_config)
     # the RoPE/YaRN keys only make sense together: tried as one group, every other key on its own
     rope = {k: v for k, v in keys.items() if k in ROPE_GROUP}
-    problems = []
+    problems = size_contradictions(keys, family, base, os.path.join(model_dir, CONFIG_FILE)) if model_dir else []
     for group in [{k: v} for k, v in keys.items() if k not in rope] + ([rope] if rope else []):
         try:
             translate_2x(group, family.config_class, base)
