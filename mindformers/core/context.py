@@ -52,9 +52,10 @@ def build_context(config) -> dict:
     threads = ctx.pop("runtime_num_threads", None)
     if threads:
         ms.runtime.dispatch_threads_num(int(threads))
-    for key in ("max_call_depth",):
-        if ctx.get(key) is not None:
-            ms.set_recursion_limit(int(ctx.pop(key)))
+    asked_depth = ctx.pop("max_call_depth", None)
+    _ASKED_CALL_DEPTH["value"] = None if asked_depth is None else int(asked_depth)
+    if asked_depth is not None:
+        ms.set_recursion_limit(int(asked_depth))  # build_model raises it further if the model's depth needs it
     if ctx.get("save_graphs"):
         ms.set_context(save_graphs=ctx.pop("save_graphs"),
                        save_graphs_path=ctx.pop("save_graphs_path", "./graph"))
@@ -96,6 +97,29 @@ def build_context(config) -> dict:
                            "this run uses one device", layout.device_num, layout.dp, layout.mp, layout.pp, layout.cp)
     set_seed(seed)
     return {"device_target": device, "mode": mode, "rank_id": rank_id, "device_num": device_num}
+
+
+# MindSpore's default recursion limit (context.max_call_depth), and the call depth one decoder layer adds to a
+# compiled train step: about 30 measured for Qwen3 on MindSpore 2.10 (docs/performance.md); 64 leaves room for
+# LoRA-wrapped and MoE layers. A limit is only a ceiling: a larger one costs nothing until the depth is reached.
+DEFAULT_CALL_DEPTH = 1000
+CALL_DEPTH_PER_LAYER = 64
+# context.max_call_depth of the config build_context applied last (None: not set)
+_ASKED_CALL_DEPTH = {"value": None}
+
+
+def call_depth_for(num_layers: int) -> int:
+    """The recursion limit under which a model of `num_layers` decoder layers compiles."""
+    return DEFAULT_CALL_DEPTH + CALL_DEPTH_PER_LAYER * max(int(num_layers), 0)
+
+
+def ensure_call_depth(num_layers: int) -> int:
+    """Set MindSpore's recursion limit for a `num_layers`-deep model, never below the config's own
+    context.max_call_depth; return the limit set."""
+    import mindspore as ms
+    limit = max(call_depth_for(num_layers), _ASKED_CALL_DEPTH["value"] or 0)
+    ms.set_recursion_limit(limit)
+    return limit
 
 
 # the compile-cache environment variables this process set (cleared again for a config without the cache)
@@ -173,12 +197,13 @@ def _init_distributed(config, device: str):
     mode_name = parallel_mode_name(config)
     layout = MeshLayout.from_config(config.get("parallel_config"), None)
     if mode_name == "data_parallel":
-        beyond_dp = {k: v for k, v in (("model_parallel", layout.mp), ("pipeline_stage", layout.pp),
-                                       ("context_parallel", layout.cp)) if v > 1}
+        beyond_dp = {k: v for k, v in (("pipeline_stage", layout.pp), ("context_parallel", layout.cp)) if v > 1}
         if beyond_dp:
             raise ValueError(f"parallel_config {beyond_dp} needs parallel.parallel_mode: 1 (semi_auto_parallel), "
                              f"but parallel_mode is 0 (data parallel); set them to 1 or switch the mode (Ascend)")
-        if layout.dp not in (1, device_num):
+        if layout.mp > 1:  # tensor parallel on explicit collectives (parallel/tensor_parallel.py): dp x mp workers
+            MeshLayout.from_config(config.get("parallel_config"), device_num)
+        elif layout.dp not in (1, device_num):
             raise ValueError(f"parallel_config.data_parallel: {layout.dp} but msrun started {device_num} workers; "
                              f"set data_parallel: {device_num} (or 1)")
     else:

@@ -1,5 +1,8 @@
-"""Parallel layouts: mesh from parallel_config, per-parameter shard plans, MindSpore shard strategies."""
+"""Parallel layouts: mesh from parallel_config, per-parameter shard plans, MindSpore shard strategies, and tensor
+parallel on explicit collectives (data-parallel mode, runs on CPU)."""
 from .apply import apply_plan, build_shapes_only, plan_from_config
 from .plan import MeshLayout, ParamPlan, ShardPlan
+from .tensor_parallel import TensorParallel, apply_tensor_parallel
 
-__all__ = ["MeshLayout", "ParamPlan", "ShardPlan", "apply_plan", "build_shapes_only", "plan_from_config"]
+__all__ = ["MeshLayout", "ParamPlan", "ShardPlan", "TensorParallel", "apply_plan", "apply_tensor_parallel",
+           "build_shapes_only", "plan_from_config"]

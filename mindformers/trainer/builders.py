@@ -11,12 +11,13 @@ from ..core.callback import TopkBiasBalanceCallback
 from ..core.callback.monitor import norm_groups
 from ..core.callback.observers import ProfileCallback, ProgressBar, TensorBoardCallback
 from ..config import plain
-from ..core.context import parallel_mode_name
+from ..core.context import ensure_call_depth, parallel_mode_name
 from ..core.lr import build_grouped_lr_schedule, build_lr_schedule
 from ..core.optim import get_optimizer_grouped_parameters
 from ..modules.moe import EXPERT_LOAD
 from ..models.hf import config_from_section, from_pretrained, tokenizer_from_hf
 from ..parallel import MeshLayout, ShardPlan, apply_plan
+from ..parallel.tensor_parallel import apply_tensor_parallel, data_parallel_rank, tensor_parallel_size
 from ..pet import apply_lora, has_lora, load_adapter, merge_lora, trainable_summary
 from ..tools.paths import resolve_repo_path
 from ..tools.register import MindFormerModuleType as T
@@ -60,6 +61,9 @@ def build_model(config, network=None):
         else:
             model_config = build_from_config(model_cfg, T.CONFIG)
             network = build_from_config(config.model.arch, T.MODELS, config=model_config)
+    # deep models exceed MindSpore's default call depth when compiled: the limit follows the layer count
+    ensure_call_depth((getattr(network.config, "num_layers", 0) or 0)
+                      + (getattr(network.config, "num_nextn_predict_layers", 0) or 0))
     pet_config = getattr(network.config, "pet_config", None)
     adapter_dir = (pet_config or {}).get("adapter_dir")
     # with adapter_dir the adapters' layout comes from its adapter_config.json, applied after the base weights
@@ -122,9 +126,19 @@ def preference_network(config, network):
     return PreferenceLoss(network, reference, loss_type, **pref)
 
 
-def shard_for_semi_auto_parallel(config, network, env):
-    """Under semi-auto/auto parallel (Ascend), set the shard strategies of parallel_config's plan."""
-    if not config.get("use_parallel") or parallel_mode_name(config) == "data_parallel":
+def apply_parallel_layout(config, network, env):
+    """Apply parallel_config's layout to the built network: in data-parallel mode with model_parallel > 1, cut it
+    into this rank's tensor-parallel part (explicit collectives, runs on CPU); under semi-auto/auto parallel
+    (Ascend), set the shard strategies of the plan."""
+    if not config.get("use_parallel"):
+        return
+    if parallel_mode_name(config) == "data_parallel":
+        if tensor_parallel_size(config) > 1:
+            if config.get("preference"):
+                raise ValueError("parallel_config.model_parallel > 1 does not run with a `preference` section yet "
+                                 "(its reference model would be whole); set model_parallel: 1")
+            layout = MeshLayout.from_config(config.get("parallel_config"), env["device_num"])  # dp x mp = workers
+            apply_tensor_parallel(network, layout, env["rank_id"])
         return
 
     plan = ShardPlan.for_network(network, MeshLayout.from_config(config.get("parallel_config"), env["device_num"]))
@@ -155,16 +169,18 @@ def build_dataset(config, split: str, tokenizer, seq_length: int, batch_size: in
         raise ValueError(f"{split}_dataset is not set in the config")
     dataset_config["batch_size"] = batch_size
     task["dataset_config"] = dataset_config
+    rank_id, device_num = data_parallel_rank(config, env["rank_id"], env["device_num"])
     return build_from_config(task, T.DATASET, tokenizer=tokenizer, seq_length=seq_length,
-                             rank_id=env["rank_id"], device_num=env["device_num"],
+                             rank_id=rank_id, device_num=device_num,
                              seed=int(config.get("seed") or 0), skip_samples=skip_samples,
                              vocab_size=vocab_size)
 
 
-def build_train_step(config, network, planned_steps: int, accum: int, device_num: int = 1):
+def build_train_step(config, network, planned_steps: int, accum: int, replicas: int = 1):
     """(train step, LR schedule, monitor groups): the optimizer, with its LR schedule over the planned steps,
     wrapped in the runner_wrapper cell; the parameter-norm groups of monitor_config (None when it is off)."""
-    lr, params = schedules_and_groups(config, network, planned_steps, device_num)
+    # lr_scale counts data-parallel replicas (`replicas`): the workers of one tensor-parallel group train one
+    lr, params = schedules_and_groups(config, network, planned_steps, replicas)
     opt_cfg = dict(config.optimizer)
     opt_cfg.pop("swap", None)  # upstream's key; the config check refuses any value but False
     optimizer = build_from_config(opt_cfg, T.OPTIMIZER, params=params, learning_rate=lr)
@@ -175,6 +191,8 @@ def build_train_step(config, network, planned_steps: int, accum: int, device_num
     if monitor.get("monitor_on"):
         names = [p.name for p in optimizer.parameters]
         groups, extra["norm_groups"] = norm_groups(names, monitor.get("target"), monitor.get("invert", False))
+    if getattr(network, "tensor_parallel", None) is not None:  # gradients reduce over its dp group only
+        extra["tensor_parallel"] = network.tensor_parallel
     train_step = build_from_config(wrapper_cfg, T.WRAPPER, network=network, optimizer=optimizer,
                                    gradient_accumulation_steps=accum, **extra)
     train_step.set_train(True)

@@ -17,12 +17,14 @@ from ..evaluation import format_table
 from ..evaluation.during_training import EvalDuringTraining
 from ..evaluation.scoring import score_dataset
 from ..generation.predict import continue_prompts, predict_generation_config, read_prompts
+from ..parallel.tensor_parallel import data_parallel_rank
 from ..pet import has_lora, save_adapter
 from ..tools.register import MindFormerModuleType as T
 from ..tools.register import MindFormerRegister, build_from_config
+from ..tools.rundir import MIN_FREE_BYTES, check_output_dir, checkpoint_bytes
 from .builders import (balance_callback, build_dataset, build_model, build_tokenizer, build_train_step,
                        check_columns_fit, check_vocab, observers, preference_network,
-                       shard_for_semi_auto_parallel)
+                       apply_parallel_layout)
 from .loop import data_skip_steps, run_loop
 
 logger = logging.getLogger("mindformers")
@@ -80,8 +82,10 @@ class CausalLanguageModelingTrainer:
             config.load_checkpoint = resume_dir
         tokenizer = build_tokenizer(config, tokenizer)
         network = build_model(config, network)
+        if any(isinstance(c, dict) and c.get("type") == "CheckpointMonitor" for c in config.get("callbacks") or []):
+            check_output_dir(output_dir, MIN_FREE_BYTES + checkpoint_bytes(network))  # before the compile
         check_vocab(tokenizer, network)
-        shard_for_semi_auto_parallel(config, network, env)
+        apply_parallel_layout(config, network, env)
         model_config = network.config
         seq_length = int(model_config.seq_length)
         start_step = 0
@@ -93,6 +97,8 @@ class CausalLanguageModelingTrainer:
                 logger.warning("resuming from %s, saved with a different model config%s", resume_dir,
                                f": {'; '.join(changes[:10])}" if changes else "")
         global_batch = batch_size * accum
+        # data-parallel replicas: the workers of one tensor-parallel group train one copy of the model on one batch
+        replicas = data_parallel_rank(config, 0, env["device_num"])[1]
         if dataset is None:
             dataset = build_dataset(config, "train", tokenizer, seq_length, global_batch, env,
                                           skip_samples=data_skip_steps(config, start_step) * global_batch,
@@ -112,8 +118,7 @@ class CausalLanguageModelingTrainer:
 
         step_network = preference_network(config, network)  # a reward model is the network itself
         check_columns_fit(dataset, step_network)
-        train_step, lr, monitor_groups = build_train_step(config, step_network, planned_steps, accum,
-                                                         env["device_num"])
+        train_step, lr, monitor_groups = build_train_step(config, step_network, planned_steps, accum, replicas)
         if resume_dir:
             load_train_state(train_step, resume_dir, network)
             logger.info("resumed from %s at step %d", resume_dir, start_step)
@@ -124,15 +129,15 @@ class CausalLanguageModelingTrainer:
         cbs += list(callbacks or [])
         logger.info("model %s: %.2fM parameters, seq_length %d; %d steps (%d per epoch x %d epochs), global "
                     "batch %d sequences", _model_label(self.model_name, network), _param_count(network) / 1e6,
-                    seq_length, total_steps, steps_per_epoch, epochs, global_batch * env["device_num"])
+                    seq_length, total_steps, steps_per_epoch, epochs, global_batch * replicas)
         cb = CallbackParams(
             cur_step_num=start_step, cur_epoch_num=start_step // steps_per_epoch + 1, batch_num=steps_per_epoch,
             epoch_num=epochs, total_steps=total_steps, net_outputs=None, network=network,
             train_network=train_step, optimizer=train_step.optimizer, lr=0.0,
-            tokens_per_step=global_batch * seq_length * env["device_num"],
+            tokens_per_step=global_batch * seq_length * replicas,
             flops_per_token=model_config.flops_per_token(), output_dir=output_dir,
             device_target=env["device_target"], rank_id=env["rank_id"],
-            consumed_samples=start_step * global_batch * env["device_num"], config_hash=config.hash("model"),
+            consumed_samples=start_step * global_batch * replicas, config_hash=config.hash("model"),
             gradient_accumulation_steps=accum,
             model_section=plain(config.get("model") or {}))
         if config.get("do_eval"):
@@ -182,7 +187,9 @@ class CausalLanguageModelingTrainer:
             return result
         results = {}
         for spec in [metrics] if isinstance(metrics, dict) else list(metrics):
-            metric = build_from_config(spec, T.METRIC)
+            # metrics that keep per-item records (output_dir/eval/<name>_samples.jsonl) write them on rank 0 only
+            out_dir = (config.get("output_dir") or "./output") if env["rank_id"] == 0 else None
+            metric = build_from_config(spec, T.METRIC, output_dir=out_dir)
             if getattr(metric, "needs_dataset", False):
                 outcome = metric.evaluate(network, tokenizer, self._eval_dataset(config, tokenizer, network, env,
                                                                                   dataset))

@@ -1,10 +1,11 @@
 """MFTrainOneStepCell: one optimizer step with loss scaling, overflow skipping, clipping and accumulation."""
-from typing import Union
+from typing import Optional, Union
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from mindformers.modules.layers import row_reduce
+from mindformers.parallel.tensor_parallel import TensorParallel, gradient_reducer, split_mask
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from .loss_scale import build_loss_scaler
@@ -30,14 +31,17 @@ class MFTrainOneStepCell(nn.Cell):
     gradients are averaged inside the same graph before a single optimizer step, which equals one step on
     the whole batch when the network's loss is a mean over equal-size micro-batches.
     `scale_sense` is a number (fixed scale), a `{type: DynamicLossScaleUpdateCell | FixedLossScaleUpdateCell}`
-    config or such a cell.
+    config or such a cell. With `tensor_parallel` (set by the trainer when parallel_config.model_parallel > 1
+    runs in data-parallel mode) gradients are reduced over its dp group only, and the squared norms of the
+    weights split over mp are summed over its mp group, so the global norm is the whole model's.
     """
 
     def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, use_clip_grad: bool = False,
                  max_grad_norm: float = 1.0, scale_sense: Union[int, float, Tensor, dict, nn.Cell] = 1.0,
                  local_norm: bool = False, calculate_per_token_loss: bool = False,
                  global_norm_spike_threshold: float = 1.0, use_skip_data_by_global_norm: bool = False,
-                 print_separate_loss: bool = False, gradient_accumulation_steps: int = 1, norm_groups=None):
+                 print_separate_loss: bool = False, gradient_accumulation_steps: int = 1, norm_groups=None,
+                 tensor_parallel: Optional[TensorParallel] = None):
         super().__init__(auto_prefix=False)
         # global_norm_spike_threshold only tunes use_skip_data_by_global_norm, so it is refused with it
         given = {"local_norm": local_norm, "calculate_per_token_loss": calculate_per_token_loss,
@@ -65,7 +69,13 @@ class MFTrainOneStepCell(nn.Cell):
         # monitor_config: a (groups x parameters) 0/1 matrix; the step then also returns each group's gradient norm
         self.norm_groups = None if norm_groups is None else ms.Tensor(norm_groups, ms.float32)
         self.grad_reducer = ops.identity
-        if ms.get_auto_parallel_context("parallel_mode") in ("data_parallel", "hybrid_parallel"):
+        self.split_mask = None
+        if tensor_parallel is not None:
+            self.grad_reducer = gradient_reducer(self.weights, tensor_parallel,
+                                                 ms.get_auto_parallel_context("gradients_mean"))
+            self.split_mask = split_mask(self.weights, tensor_parallel)
+            self.mp_sum = ops.AllReduce(group=tensor_parallel.mp_group)
+        elif ms.get_auto_parallel_context("parallel_mode") in ("data_parallel", "hybrid_parallel"):
             # degree=None: average over the communication group's size (device_num may be left unset).
             self.grad_reducer = nn.DistributedGradReducer(self.weights, ms.get_auto_parallel_context("gradients_mean"))
 
@@ -78,8 +88,10 @@ class MFTrainOneStepCell(nn.Cell):
         else:
             loss, grads = self._accumulate(inputs, scale)
         grads = self.grad_reducer(grads)
-        # summed row by row first: a CPU reduction straight to a scalar is ~4x slower (see layers.row_reduce)
+        # summed row by row first: a CPU reduction straight to a scalar is slower (see layers.row_reduce)
         squares = ops.stack([row_reduce(ops.square(ops.cast(g, ms.float32))).sum() for g in grads])
+        if self.split_mask is not None:  # tensor parallel: a split weight's square norm is the sum of its slices'
+            squares = squares * (1.0 - self.split_mask) + self.mp_sum(squares * self.split_mask)
         global_norm = ops.sqrt(squares.sum()) / scale
         # A NaN/Inf anywhere makes the norm non-finite, so one check covers every gradient.
         overflow = ops.logical_not(ops.isfinite(global_norm))

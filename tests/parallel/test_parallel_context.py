@@ -1,4 +1,5 @@
-"""use_parallel with parallel_config on CPU: data parallel runs; any other layout stops with a message naming Ascend."""
+"""use_parallel with parallel_config on CPU: data parallel and dp x mp tensor parallel run; any other layout stops
+with a message naming Ascend."""
 import logging
 
 import mindspore.communication as comm
@@ -30,9 +31,13 @@ def test_data_parallel_runs_on_cpu(fake_cluster):
     assert (env["rank_id"], env["device_num"]) == (0, 2)
 
 
-def test_model_parallel_in_data_parallel_mode_is_an_error(fake_cluster):
-    with pytest.raises(ValueError, match=r"parallel_config \{'model_parallel': 2\} needs parallel.parallel_mode: 1"):
-        build_context(config(0, model_parallel=2))
+def test_model_parallel_in_data_parallel_mode_runs_as_tensor_parallel(fake_cluster):
+    env = build_context(config(0, model_parallel=2))  # parallel/tensor_parallel.py: dp 1 x mp 2 = 2 workers
+    assert (env["rank_id"], env["device_num"]) == (0, 2)
+    with pytest.raises(ValueError, match=r"data_parallel \(2\) x model_parallel \(2\) .* = 4, but 2 devices run"):
+        build_context(config(0, data_parallel=2, model_parallel=2))
+    with pytest.raises(ValueError, match=r"parallel_config \{'pipeline_stage': 2\} needs parallel.parallel_mode: 1"):
+        build_context(config(0, pipeline_stage=2, micro_batch_num=2))
 
 
 def test_semi_auto_parallel_on_cpu_names_ascend(fake_cluster):

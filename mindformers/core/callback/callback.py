@@ -4,6 +4,7 @@ They are MindSpore `Callback`s; the trainer fills `run_context.original_args()` 
 cur_epoch_num, batch_num, epoch_num, net_outputs, network, optimizer, lr, tokens_per_step,
 flops_per_token and output_dir, so users' own MindSpore callbacks work too.
 """
+import errno
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from mindspore.train import Callback
 from ...checkpoint import prune_checkpoints, snapshot, write_checkpoint
 from ...tools.refuse import refuse_unsupported
 from ...tools.register import MindFormerModuleType, MindFormerRegister
+from ...tools.rundir import OutputDirError, disk_error
 
 logger = logging.getLogger("mindformers")
 
@@ -190,8 +192,7 @@ class MFLossMonitor(Callback):
                   "elapsed_s": elapsed}
         self.history.append(record)
         if self.metrics_file:
-            with open(self.metrics_file, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            self._append(json.dumps(record) + "\n")
         if cb.cur_step_num % self.per_print_times == 0 or cb.cur_step_num == total:
             parts = [f"step {cb.cur_step_num}/{total}", f"epoch {cb.cur_epoch_num}/{cb.epoch_num}",
                      f"loss {loss:.4f}", f"lr {record['lr']:.3e}"]
@@ -202,6 +203,19 @@ class MFLossMonitor(Callback):
             parts += [f"{tokens_per_s:,.0f} tokens/s", f"MFU {100 * mfu:.2f}%",
                       f"{1000 * step_time:.0f} ms/step", f"ETA {_fmt_time(eta)}"]
             logger.info(" | ".join(parts))
+
+    def _append(self, line: str):
+        """One record as one append-mode write of a whole line: a reader (or a crash) sees only whole records."""
+        try:
+            fd = os.open(self.metrics_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                data = line.encode("utf-8")
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise disk_error(self.metrics_file, err, "the training metrics") from None
 
     def on_train_end(self, run_context):
         if self.history:
@@ -261,6 +275,7 @@ class CheckpointMonitor(Callback):
         # async: the step only pays for copying the parameters; files are written by a background thread
         self.async_save = bool(async_save)
         self._writer: Optional[threading.Thread] = None
+        self._failed: Optional[OutputDirError] = None
         self._last_saved_step = None
         self._last_save_time = time.time()
         self.saved = []
@@ -270,7 +285,9 @@ class CheckpointMonitor(Callback):
         return directory if self.integrated_save else os.path.join(directory, f"rank_{getattr(cb, 'rank_id', 0)}")
 
     def _save(self, cb):
-        if self.integrated_save and getattr(cb, "rank_id", 0) != 0:
+        # tensor parallel (parallel/tensor_parallel.py): every rank sends its slices, the checkpoint holds whole tensors
+        tensor_parallel = getattr(cb.network, "tensor_parallel", None)
+        if self.integrated_save and getattr(cb, "rank_id", 0) != 0 and tensor_parallel is None:
             return  # data-parallel ranks hold identical weights: rank 0 writes
         step = cb.cur_step_num
         state = {"epoch": cb.cur_epoch_num, "consumed_samples": getattr(cb, "consumed_samples", None),
@@ -278,8 +295,12 @@ class CheckpointMonitor(Callback):
                  "loss": _outputs(cb.net_outputs)[0]}
         train_state = getattr(cb, "train_network", None) or getattr(cb, "optimizer", None)
         weights, opt_state = snapshot(cb.network, train_state if self.save_optimizer else None, copy=self.async_save)
-        directory = self._directory(cb)
         self._last_saved_step, self._last_save_time = step, time.time()
+        if tensor_parallel is not None:
+            weights, opt_state = tensor_parallel.full_state(weights), tensor_parallel.full_state(opt_state)
+            if self.integrated_save and getattr(cb, "rank_id", 0) != 0:
+                return
+        directory = self._directory(cb)
         self.wait()  # one write at a time, in step order
         if self.async_save:
             self._writer = threading.Thread(target=self._write, args=(directory, step, weights, opt_state, state),
@@ -289,16 +310,31 @@ class CheckpointMonitor(Callback):
             self._write(directory, step, weights, opt_state, state)
 
     def _write(self, directory, step, weights, opt_state, state):
-        path = write_checkpoint(directory, self.prefix, step, weights, opt_state, state)
+        try:
+            path = write_checkpoint(directory, self.prefix, step, weights, opt_state, state)
+        except OutputDirError as err:
+            if not self.async_save:
+                raise
+            self._failed = err  # raised on the training thread by wait()
+            return
         prune_checkpoints(directory, self.prefix, self.keep_max)
         self.saved.append(path)
         logger.info("saved checkpoint %s", path)
 
     def wait(self):
-        """Block until a background write (async_save) has finished."""
+        """Block until a background write (async_save) has finished; a write that failed is raised here."""
         if self._writer is not None:
             self._writer.join()
             self._writer = None
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
+
+    def on_train_begin(self, run_context):
+        tensor_parallel = getattr(run_context.original_args().network, "tensor_parallel", None)
+        if self.save_seconds and tensor_parallel is not None:
+            raise ValueError("CheckpointMonitor.save_checkpoint_seconds: under model_parallel > 1 every rank takes "
+                             "part in a save, and clocks would pick different steps; use save_checkpoint_steps")
 
     def on_train_step_end(self, run_context):
         cb = run_context.original_args()
