@@ -1,10 +1,12 @@
 """Chat in the terminal with a model from a YAML config: streamed replies, multi-turn history.
 
     python -m mindformers.chat --config configs/llama/predict_llama_tiny.yaml [--system "Be brief."]
-        [--chat_template tokenizer_config.json] [--max_new_tokens 64] [--options key.path=value ...]
+        [--chat_template tokenizer_config.json] [--use_chat_template False] [--max_new_tokens 64]
+        [--options key.path=value ...]
 
 Each user line is appended to the conversation, rendered with the chat template (`--chat_template`, a
-tokenizer_config.json or a jinja2 file; else the tokenizer's own; else a plain "User:/Assistant:" layout) and
+tokenizer_config.json or a jinja2 file; else the tokenizer's own; else, or with --use_chat_template False /
+generation_config.use_chat_template: False, a plain "User:/Assistant:" layout) and
 answered with the YAML's generation_config, the reply streamed as it is generated. When the conversation no
 longer fits model_config.max_position_embedding, the oldest exchanges are dropped (the system prompt stays).
 Commands: /reset clears the history, /exit (or end of input) quits.
@@ -35,10 +37,11 @@ class ChatSession:
     """A conversation with `network`: `reply(text)` streams and returns the assistant's answer."""
 
     def __init__(self, network, tokenizer, generation_config, system: Optional[str] = None,
-                 chat_template: Optional[str] = None, out=None):
+                 chat_template: Optional[str] = None, out=None, use_chat_template: bool = True):
         self.network, self.tokenizer, self.generation_config = network, tokenizer, generation_config
         self.system = system
-        self.template = chat_template or getattr(tokenizer, "chat_template", None) or PLAIN_TEMPLATE
+        own = chat_template or getattr(tokenizer, "chat_template", None)
+        self.template = own if use_chat_template and own else PLAIN_TEMPLATE
         self.stop = PLAIN_STOP if self.template is PLAIN_TEMPLATE else []
         self.out = out or sys.stdout
         self.history: List[Dict[str, str]] = []
@@ -51,12 +54,11 @@ class ChatSession:
         return ([{"role": "system", "content": self.system}] if self.system else []) + self.history
 
     def _prompt_ids(self) -> List[int]:
-        from .generation import apply_chat_template
+        from .tokenization.chat_template import encode_chat
 
         budget = self.generation_config.new_token_budget(0)
         while True:
-            text = apply_chat_template(self._messages(), self.tokenizer, chat_template=self.template)
-            ids = self.tokenizer.encode(text)
+            ids = encode_chat(self._messages(), self.tokenizer, chat_template=self.template)
             if len(ids) + budget <= self.limit:
                 return ids
             if len(self.history) <= 1:
@@ -82,6 +84,12 @@ class ChatSession:
         return answer
 
 
+def _bool(text: str) -> bool:
+    if text not in ("True", "False", "true", "false"):
+        raise argparse.ArgumentTypeError(f"expected True or False, got '{text}'")
+    return text in ("True", "true")
+
+
 def _read_template(path: Optional[str]) -> Optional[str]:
     if not path:
         return None
@@ -98,6 +106,9 @@ def main(argv=None, stdin=None, stdout=None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--system", default=None, help="a system prompt")
     parser.add_argument("--chat_template", default=None, help="tokenizer_config.json or a jinja2 file")
+    parser.add_argument("--use_chat_template", type=_bool, default=None,
+                        help="True (default): render the conversation with the chat template; False: a plain "
+                             "User:/Assistant: transcript (overrides generation_config.use_chat_template)")
     parser.add_argument("--max_new_tokens", type=int, default=None)
     parser.add_argument("--options", nargs="*", default=[], help="key.path=value config overrides")
     args = parser.parse_args(argv)
@@ -119,8 +130,9 @@ def main(argv=None, stdin=None, stdout=None) -> int:
         generation = predict_generation_config(config)
         if args.max_new_tokens:
             generation = generation.update(max_new_tokens=args.max_new_tokens)
-        session = ChatSession(network, tokenizer, generation, args.system, _read_template(args.chat_template),
-                              stdout)
+        use_template = args.use_chat_template if args.use_chat_template is not None else generation.use_chat_template
+        session = ChatSession(network, tokenizer, generation.update(use_chat_template=None), args.system,
+                              _read_template(args.chat_template), stdout, use_template is not False)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -11,7 +11,9 @@ Generation, greedy:
   HumanEvalMetric    a jsonl of {task_id, prompt, test, entry_point}: n samples per task run against the tests
                      in a subprocess (execution.py), pass@k
 Every metric returns {"benchmark", "score" (the headline number), "n", "subjects" where there are several,
-...} and the trainer writes it to output_dir/eval/<benchmark>.json and logs a table.
+...} and the trainer writes it to output_dir/eval/<benchmark>.json and logs a table. Multiple-choice metrics
+given `output_dir` also write each question's choice log-likelihoods, prediction and gold answer (lm-eval's
+--log_samples) to output_dir/eval/<benchmark>_samples.jsonl.
 """
 import abc
 import csv
@@ -51,6 +53,14 @@ def _read_jsonl(path: str, required: Sequence[str]) -> List[dict]:
     if not rows:
         raise ValueError(f"{path}: no samples")
     return rows
+
+
+def _write_jsonl(path: str, records: List[dict]) -> str:
+    """`records` one JSON object a line at `path` (folders made); returns the path."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    return path
 
 
 def _mc_csv(path: str, header: bool) -> List[dict]:
@@ -109,7 +119,12 @@ def _report(name: str, per_subject: Dict[str, Tuple[int, int]], extra: Optional[
 
 
 class _MultipleChoice(_Benchmark, abc.ABC):
-    """Questions with choices; the choice with the highest log-likelihood is the model's answer."""
+    """Questions with choices; the choice with the highest log-likelihood is the model's answer. With
+    `output_dir`, every question's choice scores go to output_dir/eval/<name>_samples.jsonl."""
+
+    def __init__(self, num_fewshot: int = 0, output_dir: Optional[str] = None, **kwargs):
+        super().__init__(num_fewshot, **kwargs)
+        self.output_dir = output_dir
 
     @abc.abstractmethod
     def _items(self) -> Dict[str, Tuple[List[dict], List[dict]]]:
@@ -127,19 +142,28 @@ class _MultipleChoice(_Benchmark, abc.ABC):
 
     def evaluate(self, network, tokenizer) -> dict:
         subjects = self._items()  # read (and check) every file before the model is touched
-        scorer = LogLikelihoodScorer(network, tokenizer, self.batch_size)
-        per_subject = {}
+        questions, pairs = [], []  # every subject's pairs in one call: one length sort, few graphs
         for subject, (shots, items) in subjects.items():
-            pairs, spans = [], []
-            for item in self._take(items):
+            for index, item in enumerate(self._take(items)):
                 context, continuations = self._prompt(subject, shots[:self.num_fewshot], item)
-                spans.append((len(pairs), len(continuations), item["answer"]))
+                questions.append((f"{subject}/{index}", subject, continuations, item["answer"], len(pairs)))
                 pairs += [(context, c) for c in continuations]
-            scores = scorer.score(pairs)
-            correct = sum(int(np.argmax([s[0] for s in scores[start:start + n]]) == answer)
-                          for start, n, answer in spans)
-            per_subject[subject] = (correct, len(spans))
-        return _report(self.name, per_subject)
+        logger.info("%s: %d questions in %d subjects", self.name, len(questions), len(subjects))
+        scores = LogLikelihoodScorer(network, tokenizer, self.batch_size).score(pairs)
+        per_subject, samples = {}, []
+        for qid, subject, continuations, gold, start in questions:
+            logprobs = [s[0] for s in scores[start:start + len(continuations)]]
+            prediction = int(np.argmax(logprobs))
+            right, n = per_subject.get(subject, (0, 0))
+            per_subject[subject] = (right + int(prediction == gold), n + 1)
+            samples.append({"id": qid, "subject": subject, "choices": continuations, "logprobs": logprobs,
+                            "prediction": prediction, "gold": gold, "correct": prediction == gold})
+        result = _report(self.name, per_subject)
+        if self.output_dir:
+            result["samples_file"] = _write_jsonl(os.path.join(self.output_dir, "eval", f"{self.name}_samples.jsonl"),
+                                                  samples)
+            logger.info("%s: per-question choice scores in %s", self.name, result["samples_file"])
+        return result
 
 
 @MindFormerRegister.register(MindFormerModuleType.METRIC)

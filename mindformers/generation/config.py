@@ -19,7 +19,7 @@ class GenerationConfig:
                  length_penalty: float = 1.0, eos_token_id: Optional[Union[int, List[int]]] = None,
                  pad_token_id: Optional[int] = None, bos_token_id: Optional[int] = None,
                  stop_strings: Optional[Union[str, List[str]]] = None, seed: Optional[int] = None,
-                 use_past: Optional[bool] = None):
+                 use_past: Optional[bool] = None, use_chat_template: Optional[bool] = None):
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
         self.min_new_tokens = min_new_tokens
@@ -36,6 +36,8 @@ class GenerationConfig:
         self.stop_strings = [stop_strings] if isinstance(stop_strings, str) else stop_strings
         self.seed = seed
         self.use_past = use_past
+        # text prompts become a user turn rendered with the tokenizer's chat template (None: off, chat: on)
+        self.use_chat_template = use_chat_template
         self.validate()
 
     def validate(self):
@@ -44,6 +46,9 @@ class GenerationConfig:
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"generation_config.{key} must be an int >= 0, got {value!r}")
+        if self.use_chat_template not in (None, True, False):
+            raise ValueError(f"generation_config.use_chat_template must be True or False, got "
+                             f"{self.use_chat_template!r}")
         if self.num_beams < 1:
             raise ValueError(f"generation_config.num_beams must be >= 1, got {self.num_beams}")
         if self.temperature <= 0:

@@ -3,6 +3,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from ..tokenization.chat_template import encode_chat
 from .config import GenerationConfig
 from .logits import apply_repetition_penalty, choose_tokens, log_softmax
 from .runners import make_runner
@@ -10,8 +11,9 @@ from .runners import make_runner
 Prompts = Union[str, Sequence[str], Sequence[int], Sequence[Sequence[int]], np.ndarray]
 
 
-def _prompt_ids(inputs: Prompts, tokenizer) -> List[List[int]]:
-    """Token id lists from one or several texts (needs the tokenizer) or ids."""
+def _prompt_ids(inputs: Prompts, tokenizer, chat: bool = False) -> List[List[int]]:
+    """Token id lists from one or several texts (needs the tokenizer; with `chat` each text is a user turn in
+    the tokenizer's chat template) or ids."""
     if isinstance(inputs, np.ndarray):
         inputs = inputs.tolist()
     if isinstance(inputs, str):
@@ -26,7 +28,11 @@ def _prompt_ids(inputs: Prompts, tokenizer) -> List[List[int]]:
         if isinstance(item, str):
             if tokenizer is None:
                 raise ValueError("generate got text prompts but no tokenizer; pass tokenizer= or token ids")
-            item = tokenizer.encode(item)
+            if chat and getattr(tokenizer, "chat_template", None) is None:
+                raise ValueError(f"generation_config.use_chat_template: True but {type(tokenizer).__name__} has no "
+                                 f"chat_template (tokenizer_config.json's chat_template, or processor.tokenizer."
+                                 f"chat_template); set use_chat_template: False to continue the raw text")
+            item = encode_chat([{"role": "user", "content": item}], tokenizer) if chat else tokenizer.encode(item)
         ids = [int(i) for i in item]
         if not ids:
             raise ValueError("generate got an empty prompt; a prompt needs at least one token (e.g. bos)")
@@ -78,11 +84,12 @@ def generate(model, inputs: Prompts, generation_config: Optional[Union[Generatio
     """New token ids per prompt (prompt excluded; a final eos or stop-string token included).
 
     `inputs`: a text, a list of texts (tokenized with `tokenizer`), a list of ids or a list of id lists.
-    Prompts of different lengths are left-padded into one batch. `kwargs` override generation_config keys.
+    Prompts of different lengths are left-padded into one batch. `kwargs` override generation_config keys;
+    with use_chat_template each text prompt is sent as a user turn in the tokenizer's chat template.
     With `model.config.use_past` (or generation_config.use_past) the static KV cache is used.
     """
     config = _resolve_config(model, generation_config, tokenizer, kwargs)
-    prompts = _prompt_ids(inputs, tokenizer)
+    prompts = _prompt_ids(inputs, tokenizer, bool(config.use_chat_template))
     if streamer is not None and (len(prompts) > 1 or config.num_beams > 1):
         raise ValueError("a streamer needs a single prompt and num_beams: 1")
     longest = max(len(p) for p in prompts)

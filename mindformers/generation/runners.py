@@ -4,6 +4,7 @@ The cache holds S slots per row. Prompts are left-padded to a bucket length P an
 i of the continuation goes to slot P + i for every row. A row with `pad` leading pad tokens sees only slots
 >= pad, and its token at slot s has position s - pad, so a padded row computes exactly what it would alone.
 """
+import sys
 import weakref
 from collections import OrderedDict
 from typing import Tuple
@@ -68,17 +69,31 @@ def _graphs(model) -> dict:
     stamp = getattr(model, "_create_time", None)
     entry = _GRAPHS.get(model)
     if entry is None or entry["stamp"] != stamp:
-        entry = _GRAPHS[model] = {"forward": _Forward(model), "cached": OrderedDict(), "stamp": stamp}
+        entry = _GRAPHS[model] = {"forward": _Forward(model), "cached": OrderedDict(), "stamp": stamp,
+                                  "compiled": set()}
     return entry
 
 
+def _before_compile(model, key: tuple, what: str):
+    """One line on stderr before MindSpore compiles a graph (shape) of `model` for the first time: on a deep
+    model that takes minutes, and the wait should not look like a hang."""
+    compiled = _graphs(model)["compiled"]
+    if key not in compiled:
+        compiled.add(key)
+        print(f"compiling ({getattr(model.config, 'num_layers', '?')} layers): {what}...", file=sys.stderr,
+              flush=True)
+
+
 def _cached_graphs(model, batch_size: int, cache_len: int) -> _CachedGraphs:
-    kept = _graphs(model)["cached"]
+    entry = _graphs(model)
+    kept = entry["cached"]
     key = (batch_size, cache_len)
     if key not in kept:
         kept[key] = _CachedGraphs(model, batch_size, cache_len)
         while len(kept) > CACHE_SHAPES_KEPT:
-            kept.popitem(last=False)
+            dropped, _ = kept.popitem(last=False)
+            # its graphs compile again if the shape comes back
+            entry["compiled"] = {k for k in entry["compiled"] if k[0] == "forward" or k[1:3] != dropped}
     kept.move_to_end(key)
     return kept[key]
 
@@ -100,6 +115,7 @@ class CachedRunner:
 
     def __init__(self, model, batch_size: int, prompt_len: int, cache_len: int):
         self.graphs = _cached_graphs(model, batch_size, cache_len)
+        self.model = model
         self.batch_size, self.prompt_len, self.cache_len = batch_size, prompt_len, cache_len
         self.pad = np.zeros(batch_size, np.int32)
         self.slot = prompt_len  # where the next token goes
@@ -109,6 +125,8 @@ class CachedRunner:
         self.pad = pad.astype(np.int32)
         self.slot = self.prompt_len
         positions = np.maximum(np.arange(self.prompt_len)[None] - self.pad[:, None], 0).astype(np.int32)
+        _before_compile(self.model, ("prefill", self.batch_size, self.cache_len, self.prompt_len),
+                        f"prompt graph, batch {self.batch_size} x {self.prompt_len} tokens")
         logits = self.graphs.prefill(Tensor(input_ids.astype(np.int32)), Tensor(positions),
                                      Tensor(prompt_mask(self.pad, self.prompt_len)))
         return logits.asnumpy()
@@ -120,6 +138,8 @@ class CachedRunner:
         slots = np.arange(self.cache_len)
         mask = (slots[None, :] <= self.slot) & (slots[None, :] >= self.pad[:, None])  # (B, S)
         positions = (self.slot - self.pad)[:, None].astype(np.int32)  # (B, 1)
+        _before_compile(self.model, ("decode", self.batch_size, self.cache_len),
+                        f"decode graph, batch {self.batch_size}, {self.cache_len} cache slots")
         logits = self.graphs.decode(Tensor(tokens.reshape(-1, 1).astype(np.int32)), Tensor(positions),
                                     Tensor(mask[:, None, :]), Tensor(np.array([self.slot], np.int32)))
         self.slot += 1
@@ -136,6 +156,7 @@ class FullRunner:
 
     def __init__(self, model, batch_size: int, prompt_len: int, cache_len: int):
         self.forward = _graphs(model)["forward"]
+        self.model = model
         self.prompt_len, self.cache_len = prompt_len, cache_len
         self.ids = np.zeros((batch_size, cache_len), np.int32)
         self.pad = np.zeros(batch_size, np.int32)
@@ -143,6 +164,8 @@ class FullRunner:
 
     def _logits_at(self, slot: int) -> np.ndarray:
         positions = np.maximum(np.arange(self.cache_len)[None] - self.pad[:, None], 0).astype(np.int32)
+        _before_compile(self.model, ("forward", *self.ids.shape), f"forward graph, batch {self.ids.shape[0]} x "
+                                                                  f"{self.cache_len} tokens")
         logits = self.forward(Tensor(self.ids), Tensor(positions), Tensor(prompt_mask(self.pad, self.cache_len)))
         return logits.asnumpy()[:, slot]
 

@@ -1,10 +1,28 @@
 """The tokenizer stored in a GGUF file's tokenizer.ggml.* metadata (byte-level BPE or sentencepiece)."""
 import re
-from typing import Any, Dict, List
+from typing import Any, Dict, List, NamedTuple, Optional
 
-# tokenizer.ggml.pre -> the regex split before byte-level BPE (None: GPT-2's own split)
-_GGUF_PRE_SPLITS = {"qwen2": "QWEN2_SPLIT", "llama-bpe": "LLAMA3_SPLIT", "llama3": "LLAMA3_SPLIT",
-                    "gpt2": None, "default": None}
+
+class _PreTokenizer(NamedTuple):
+    """How llama.cpp splits text before byte-level BPE for a tokenizer.ggml.pre name (src/llama-vocab.cpp)."""
+    split: Optional[str]   # the hf_tokenizer regex constant; None: GPT-2's own split
+    digits: bool = False   # every digit its own piece first (llama.cpp's SMOLLM/STARCODER regexes)
+    llama3: bool = False   # ignore_merges (a word in the vocabulary is one token) and bos added by default
+
+
+_QWEN2, _LLAMA3 = _PreTokenizer("QWEN2_SPLIT"), _PreTokenizer("LLAMA3_SPLIT", llama3=True)
+_GPT2, _GPT2_DIGITS = _PreTokenizer(None), _PreTokenizer(None, digits=True)
+# tokenizer.ggml.pre -> its pre-tokenizer: the names llama.cpp maps to its qwen2, llama3 (llama-bpe), gpt2 and
+# smollm pre-tokenizer types ("gpt2" and "default" as this reader always took them)
+_GGUF_PRE_SPLITS = {
+    **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "megrez"), _QWEN2),
+    **dict.fromkeys(("llama-bpe", "llama3", "llama-v3", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"),
+                    _LLAMA3),
+    **dict.fromkeys(("gpt-2", "gpt2", "default", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es",
+                     "jina-v2-de", "a.x-4.0", "mellum", "exaone4", "mpt", "olmo", "jais", "trillion"), _GPT2),
+    **dict.fromkeys(("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b"),
+                    _GPT2_DIGITS),
+}
 # llama.cpp token types (gguf.TokenType); sentencepiece's ModelProto uses the same numbers
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
 _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
@@ -66,7 +84,8 @@ def _byte_level_bpe_from_gguf(path: str, meta: Dict[str, Any], kwargs: Dict[str,
     """A PreTrainedTokenizerFast from a "gpt2" vocabulary and its merges.
 
     Control tokens become special added tokens and user-defined ones plain added tokens; bos/eos are added
-    as tokenizer.ggml.add_bos_token/add_eos_token say (llama.cpp's default for "gpt2" is neither).
+    as tokenizer.ggml.add_bos_token/add_eos_token say (llama.cpp's default: bos for the llama3 pre-tokenizers,
+    else neither).
     """
     from tokenizers import AddedToken
 
@@ -78,13 +97,14 @@ def _byte_level_bpe_from_gguf(path: str, meta: Dict[str, Any], kwargs: Dict[str,
     tokens = _tokens(path, meta)
     types = list(meta.get("tokenizer.ggml.token_type") or [_NORMAL] * len(tokens))
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges") or []]
-    split = _GGUF_PRE_SPLITS[pre]
+    rule = _GGUF_PRE_SPLITS[pre]
     backend = hf_tokenizer.byte_level_bpe({t: i for i, t in enumerate(tokens)}, merges,
-                                          None if split is None else getattr(hf_tokenizer, split))
+                                          None if rule.split is None else getattr(hf_tokenizer, rule.split),
+                                          ignore_merges=rule.llama3, split_digits=rule.digits)
     # added tokens keep their ids (they are already in the vocabulary)
     backend.add_tokens([AddedToken(tokens[i], special=types[i] == _CONTROL, normalized=False)
                         for i in range(len(tokens)) if types[i] in (_CONTROL, _USER_DEFINED)])
-    options = _special_tokens(path, meta, tokens, {})
+    options = _special_tokens(path, meta, tokens, {"add_bos": rule.llama3})
     options["chat_template"] = meta.get("tokenizer.chat_template")
     options.update(kwargs)
     return hf_tokenizer.PreTrainedTokenizerFast(tokenizer_object=backend, **options)

@@ -19,10 +19,15 @@ TEXTS = ["", "Return the value of the file object.", "  spaces   and\ttabs\n\n",
          "<|im_start|>user\nhi<|im_end|>\n", "<think>a step</think> done"]
 
 
-def _write(path, model="gpt2", pre="qwen2", add_bos=True):
-    """A GGUF file holding the BPE fixture's vocabulary the way llama.cpp's converter writes it."""
+def _fixture_spec():
     with open(os.path.join(BPE_DIR, "tokenizer.json"), encoding="utf-8") as f:
-        spec = json.load(f)
+        return json.load(f)
+
+
+def _write(path, model="gpt2", pre="qwen2", add_bos=True, spec=None):
+    """A GGUF file holding the BPE fixture's vocabulary (or `spec`'s, a tokenizer.json dict) the way llama.cpp's
+    converter writes it."""
+    spec = spec or _fixture_spec()
     vocab = dict(spec["model"]["vocab"])
     vocab.update({t["content"]: t["id"] for t in spec["added_tokens"]})
     tokens = [t for t, _ in sorted(vocab.items(), key=lambda item: item[1])]
@@ -68,6 +73,71 @@ def test_unsupported_kinds_name_the_key(tmp_path):
     with pytest.raises(ValueError, match="tokenizer.ggml.pre 'made-up' is not supported; supported: qwen2"):
         tokenizer_from_hf(_write(tmp_path / "b.gguf", pre="made-up"))
 
+
+
+# tokenizer.ggml.pre names llama.cpp writes, as the tokenizer.json pre-tokenizers they stand for
+_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+_SMOLLM2 = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL]}
+_LLAMA3 = {"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "behavior": "Isolated", "invert": False, "pattern": {"Regex": (
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+        "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")}},
+    {**_BYTE_LEVEL, "use_regex": False}]}
+PRE_TEXTS = TEXTS[:5] + ["Hello SmolLM2 has 135M parameters and 30 layers (2024-11-01)", "x=12345678; y=-0.5e10, 1212"]
+
+
+@pytest.mark.parametrize("pre, pre_tokenizer, ignore_merges", [
+    ("smollm", _SMOLLM2, False), ("starcoder", _SMOLLM2, False), ("gpt-2", _BYTE_LEVEL, False),
+    ("phi-2", _BYTE_LEVEL, False), ("llama-bpe", _LLAMA3, True), ("llama-v3", _LLAMA3, True),
+    ("deepseek-r1-qwen", None, False)])
+def test_llama_cpp_pre_tokenizer_names_load(tmp_path, pre, pre_tokenizer, ignore_merges):
+    spec = _fixture_spec()
+    # tokens that tell the splits apart: numbers merge to "12"/"123" unless digits are split one by one, and
+    # " SmolLM" is a word of the vocabulary that no merge makes (one token only with ignore_merges)
+    first = len(spec["model"]["vocab"])  # ids stay dense: the added tokens after the vocabulary make way
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["id"] < first]
+    spec["model"]["vocab"].update({t: first + i for i, t in enumerate(("12", "123", "\u0120SmolLM"))})
+    spec["model"]["merges"] += [["1", "2"], ["12", "3"]]
+    spec["pre_tokenizer"] = pre_tokenizer or spec["pre_tokenizer"]  # None: the fixture's own (Qwen2's)
+    spec["model"]["ignore_merges"] = ignore_merges
+    ref_dir = tmp_path / "reference"
+    ref_dir.mkdir()
+    (ref_dir / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    (ref_dir / "tokenizer_config.json").write_bytes(open(os.path.join(BPE_DIR, "tokenizer_config.json"), "rb").read())
+    reference = AutoTokenizer.from_pretrained(str(ref_dir))
+    tok = tokenizer_from_hf(_write(tmp_path / "m.gguf", pre=pre, spec=spec))
+    assert tok.encode_batch(PRE_TEXTS) == reference.encode_batch(PRE_TEXTS)
+    for ids in reference.encode_batch(PRE_TEXTS):
+        assert tok.decode(ids) == reference.decode(ids)
+
+
+def _write_words(path, pre, bos=True):
+    """A byte-level vocabulary holding "abc" that no merge makes (merges: only "a b")."""
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(["<s>", "a", "b", "c", "ab", "abc"])
+    writer.add_token_types([3, 1, 1, 1, 1, 1])
+    writer.add_token_merges(["a b"])
+    if bos:
+        writer.add_bos_token_id(0)
+    writer.add_tensor("token_embd.weight", np.zeros((6, 4), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return str(path)
+
+
+def test_llama_bpe_vocabularies_ignore_merges_and_add_bos_as_llama_cpp_does(tmp_path):
+    # llama.cpp's llama3 pre-tokenizers: a word that is itself in the vocabulary is one token, and bos is added
+    # unless tokenizer.ggml.add_bos_token says otherwise
+    for pre in ("llama-bpe", "llama3"):
+        assert tokenizer_from_hf(_write_words(tmp_path / f"{pre}.gguf", pre)).encode("abc") == [0, 5]
+    # the gpt2 ones apply the merges ("ab" + "c") and add nothing
+    assert tokenizer_from_hf(_write_words(tmp_path / "gpt-2.gguf", "gpt-2")).encode("abc") == [4, 3]
+    with pytest.raises(ValueError, match="add_bos_token is true but tokenizer.ggml.bos_token_id is missing"):
+        tokenizer_from_hf(_write_words(tmp_path / "no_bos.gguf", "llama-bpe", bos=False))
 
 # sentencepiece-style ("llama") vocabularies -----------------------------------------------------------------
 # unicode, pieces missing from the tiny vocabulary (byte fallback: emoji, CJK), odd spacing, special tokens
