@@ -24,12 +24,12 @@ def test_train_and_decode_tables_at_a_real_shape(size, family):
     row = next(line for line in out.splitlines() if line.startswith("| mindformers train step"))
     assert float(row.split("|")[2]) > 0
     out = _run("bench/generate.py", "--size", size, "--layers", "1", "--prompt", "8", "--new", "4", "--repeats", "1",
-               "--batch", "1", "2")
+               "--batch", "2")
     rows = [line for line in out.splitlines() if line.startswith("| mindformers generate")]
-    assert [r.split("|")[2].strip() for r in rows] == ["1", "2"] and all(float(r.split("|")[3]) > 0 for r in rows)
+    assert [r.split("|")[2].strip() for r in rows] == ["2"] and float(rows[0].split("|")[3]) > 0
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
-        assert "greedy tokens identical for the first 4 of 4" in out
+        assert "greedy tokens identical for the first 4 of 4 (worst row of 2)" in out
     except ImportError:
         assert "not run:" in out
