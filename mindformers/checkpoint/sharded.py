@@ -5,6 +5,12 @@ Layout of a sharded checkpoint directory:
     <dir>/strategy.json                 the ShardPlan the shards were cut with (mindformers/parallel/plan.py)
     <dir>/rank_<r>/model.safetensors    what rank r holds: its slice of every parameter on its stage/experts
 
+A semi-auto parallel run saves the same layout with one run checkpoint per step inside each rank directory
+(`save_rank_checkpoint`, called by CheckpointMonitor on every rank): <dir>/rank_<r>/<prefix>-step<N>/ holds rank
+r's slices of the weights and of the optimizer state, with state.json and `latest` as in a one-process run, and
+MindSpore's own strategy file of that rank (ms_strategy.ckpt) when the run wrote one. Loading such a directory
+merges the step `latest` of rank_0 names, which every rank must hold.
+
 Merging reads, for every parameter, the slices of the ranks at data/context index 0 on a stage that holds
 it (and, for experts, on the expert group's ranks) and concatenates them along the split dims; the data-
 parallel replicas are not read. Re-slicing cuts the merged tensors with a second plan, so a checkpoint moves
@@ -12,14 +18,18 @@ between any two layouts of the same model (dp/mp/pp/ep changes), which is what `
 """
 import json
 import os
+import shutil
 from typing import Dict, Optional
 
 import numpy as np
 
 from ..parallel.plan import ShardPlan
+from .checkpoint import resolve_checkpoint, write_checkpoint
+from .safetensors_io import read_safetensors
 
 STRATEGY_FILE = "strategy.json"
 SHARD_FILE = "model.safetensors"
+MS_STRATEGY_FILE = "ms_strategy.ckpt"  # MindSpore's strategy file of the rank, for its own transform tools
 
 
 def is_sharded(path: str) -> bool:
@@ -48,27 +58,91 @@ def save_sharded(weights: Dict[str, np.ndarray], plan: ShardPlan, directory: str
     plan.save(os.path.join(directory, STRATEGY_FILE))
 
 
-def merge_sharded(directory: str) -> Dict[str, np.ndarray]:
-    """The full weights of a sharded checkpoint directory."""
-    from safetensors.numpy import load_file
+def rank_slices(arrays: Dict[str, np.ndarray], plan: ShardPlan, rank: int,
+                what: str = "weights") -> Dict[str, np.ndarray]:
+    """Rank `rank`'s part of `arrays`: weights, or optimizer state named `<prefix>.<parameter>`.
 
+    Entries of parameters the rank does not hold (other stages, other expert groups) are left out; a whole array
+    is cut to the rank's slice, one already of the slice's shape (what a semi-auto parallel rank holds after
+    compiling) is kept; entries of no parameter (step counters, the loss scale) are kept as they are."""
+    out = {}
+    for key, value in arrays.items():
+        name = key if key in plan.params else key.split(".", 1)[-1]
+        if name not in plan.params:
+            out[key] = value
+            continue
+        if not plan.holds(name, rank):
+            continue
+        shape, local = tuple(value.shape), plan.local_shape(name)
+        if shape == local:
+            out[key] = value
+        elif shape == plan.params[name].shape:
+            out[key] = np.ascontiguousarray(value[plan.slice_index(name, rank)])
+        else:
+            raise ValueError(f"{what} {key}: shape {shape} is neither the whole {plan.params[name].shape} nor rank "
+                             f"{rank}'s slice {local} of the strategy (a parallel-optimizer slice must be gathered "
+                             f"first)")
+    return out
+
+
+def save_rank_checkpoint(directory: str, prefix: str, step: int, rank: int, plan: ShardPlan,
+                         weights: Dict[str, np.ndarray], opt_state: Optional[Dict[str, np.ndarray]] = None,
+                         state: Optional[dict] = None, ms_strategy: Optional[str] = None) -> str:
+    """Write rank `rank`'s part of a semi-auto parallel run's checkpoint of step `step`: its slices under
+    `directory`/rank_<r>/<prefix>-step<N>/ (atomically, as write_checkpoint), the plan as `directory`/strategy.json
+    and MindSpore's strategy file `ms_strategy` (if the run wrote one) as rank_<r>/ms_strategy.ckpt."""
+    rank_dir = os.path.join(directory, f"rank_{rank}")
+    path = write_checkpoint(rank_dir, prefix, step, rank_slices(weights, plan, rank),
+                            None if opt_state is None else rank_slices(opt_state, plan, rank, "optimizer state"),
+                            {**(state or {}), "rank": rank, "strategy": STRATEGY_FILE})
+    # every rank writes the same plan: a temporary of its own, renamed into place
+    tmp = os.path.join(directory, f".{STRATEGY_FILE}.tmp-rank{rank}-{os.getpid()}")
+    plan.save(tmp)
+    os.replace(tmp, os.path.join(directory, STRATEGY_FILE))
+    if ms_strategy and os.path.isfile(ms_strategy):
+        shutil.copyfile(ms_strategy, os.path.join(rank_dir, MS_STRATEGY_FILE))
+    return path
+
+
+def _rank_file(directory: str, rank: int, step_name: Optional[str]) -> str:
+    """rank_<r>/model.safetensors, or in a run's per-rank layout rank_<r>/<step_name>/model.safetensors."""
+    if step_name is None:
+        return os.path.join(directory, f"rank_{rank}", SHARD_FILE)
+    return os.path.join(directory, f"rank_{rank}", step_name, SHARD_FILE)
+
+
+def _step_name(directory: str) -> Optional[str]:
+    """None for shards written directly into rank_<r>/; for a run's per-rank checkpoints the step rank_0's
+    `latest` names (or its newest complete one)."""
+    rank0 = os.path.join(directory, "rank_0")
+    if os.path.isfile(os.path.join(rank0, SHARD_FILE)) or not os.path.isdir(rank0):
+        return None
+    return os.path.basename(os.path.dirname(resolve_checkpoint(rank0, f"sharded checkpoint {directory}")))
+
+
+def merge_sharded(directory: str) -> Dict[str, np.ndarray]:
+    """The full weights of a sharded checkpoint directory (shards in rank_<r>/, or a run's per-rank checkpoints:
+    the step rank_0's `latest` names)."""
     plan = ShardPlan.load(os.path.join(directory, STRATEGY_FILE))
     lay = plan.layout
+    step_name = _step_name(directory)
     cache: Dict[int, Dict[str, np.ndarray]] = {}
 
     def shard(rank: int) -> Dict[str, np.ndarray]:
         if rank not in cache:
-            path = os.path.join(directory, f"rank_{rank}", SHARD_FILE)
+            path = _rank_file(directory, rank, step_name)
             if not os.path.isfile(path):
+                step = f"; rank_0's latest checkpoint is {step_name}, which every rank must hold" if step_name else ""
                 raise FileNotFoundError(f"sharded checkpoint {directory}: {path} is missing (strategy.json "
-                                        f"describes {lay.device_num} ranks)")
-            cache[rank] = load_file(path)
+                                        f"describes {lay.device_num} ranks{step})")
+            cache[rank] = read_safetensors(path)
         return cache[rank]
 
     merged = {}
     for name, info in plan.params.items():
         stage = info.stages[0]
-        dp = 0 if info.expert_group is None else info.expert_group  # d % ep == group with d = group
+        # the first data index of the expert group (groups are contiguous blocks of dp / ep data indices)
+        dp = 0 if info.expert_group is None else info.expert_group * (lay.dp // lay.ep)
         full = None
         for mp in range(lay.mp if "mp" in info.split else 1):
             rank = lay.rank(pp=stage, dp=dp, mp=mp)

@@ -54,9 +54,8 @@ def _keys(*names: str, rule=None) -> Dict[str, Any]:
 
 
 _NO_EFFECT_HERE = "a dataset pipeline speed setting; the generator source here is read by one worker"
-_SEMI_AUTO = "a semi-auto parallel (Ascend) setting; with parallel_mode 0 (data parallel) there is no layout"
-_PLANNED_ONLY = ("planned but not wired to a running mechanism here (no pipeline micro-batch cell, expert or "
-                 "sequence/context parallel strategy); set it to its default")
+_NO_CONTEXT_PARALLEL = ("context parallel is planned (python -m mindformers.parallel) but not wired: no attention "
+                        "strategy splits the sequence over it")
 
 DATASET = {
     **_keys("input_columns output_columns num_parallel_workers drop_remainder batch_size repeat seed",
@@ -105,7 +104,10 @@ SCHEMA: Dict[str, Any] = {
                                                            "state.json; use resume_training", inert=(None, 0))),
         **_keys("sink_mode sink_size", rule=NoEffect("data sinking only saves host-device copies")),
     },
-    "runner_wrapper": Typed(T.WRAPPER),
+    # the wrapper's norm_groups and tensor_parallel arguments come from monitor_config and parallel_config
+    "runner_wrapper": Typed(T.WRAPPER, {key: Refused(f"set by the trainer from {source}; remove it") for key, source in
+                                        (("norm_groups", "monitor_config"),
+                                         ("tensor_parallel", "parallel_config.model_parallel"))}),
     "optimizer": Typed(T.OPTIMIZER, {"swap": Refused("swapping optimizer states to host memory is not "
                                                      "implemented")}),
     "lr_schedule": Typed(T.LR),
@@ -131,14 +133,17 @@ SCHEMA: Dict[str, Any] = {
         "auto_pipeline": Refused("automatic pipeline stage search is not implemented"),
     },
     "parallel_config": {
-        **_keys("data_parallel model_parallel pipeline_stage micro_batch_num vocab_emb_dp optimizer_shard"),
+        # pipeline_stage, micro_batch_num, expert_parallel, use_seq_parallel, optimizer_shard: wired under semi-auto
+        # parallel on Ascend only; elsewhere `_check_parallel` refuses them by name
+        **_keys("data_parallel model_parallel pipeline_stage micro_batch_num vocab_emb_dp optimizer_shard",
+                "expert_parallel use_seq_parallel"),
         "gradient_aggregation_group": NoEffect("communication fusion only changes speed"),
-        **_keys("context_parallel expert_parallel", rule=Refused(_PLANNED_ONLY, inert=(None, 1))),
-        "use_seq_parallel": Refused(_PLANNED_ONLY),
+        "context_parallel": Refused(_NO_CONTEXT_PARALLEL, inert=(None, 1)),
         **_keys("context_parallel_algo ulysses_degree_in_cp",
                 rule=Refused("context parallel is not implemented", inert=(None, "colossalai_cp", 1))),
-        **_keys("mem_coeff seq_split_num", rule=Refused("a pipeline/sequence-split tuning key; pipeline and "
-                                                         "sequence split are not implemented", inert=(None, 0.1, 1))),
+        **_keys("mem_coeff seq_split_num", rule=Refused("a pipeline/sequence-split tuning key that is not "
+                                                         "wired (the pipeline here takes micro_batch_num only)",
+                                                         inert=(None, 0.1, 1))),
         "virtual_pipeline_model_parallel_size": Refused("virtual pipeline stages are not implemented",
                                                         inert=(None, 1)),
     },
@@ -209,6 +214,20 @@ _PLANNING_SCHEMA = {**SCHEMA, "parallel_config": {k: None for k in SCHEMA["paral
 SECTIONED_FORM = ("checkpoint", "training", "parallelism", "lr_scheduler")
 
 
+# parallel_config settings whose mechanism exists only under semi-auto parallel on Ascend (parallel/apply.py,
+# parallel/semi_auto.py, wrapper.MFPipelineWithLossScaleCell): key -> (is it asking for it, default, mechanism)
+_SEMI_AUTO_ONLY = {
+    "pipeline_stage": (lambda v: _int(v) > 1, 1, "pipeline parallel (MindSpore's Pipeline cell over micro-batches)"),
+    "expert_parallel": (lambda v: _int(v) > 1, 1, "expert parallel (sharded expert BatchMatMuls)"),
+    "use_seq_parallel": (lambda v: v is True, False, "sequence parallel (sharded norms, reduce-scattered outputs)"),
+    "optimizer_shard": (lambda v: v is True, False, "the parallel optimizer (optimizer state split over dp)"),
+}
+
+
+def _int(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _check_parallel(cfg, device: str, errors: List[str]):
     """Parallel settings that this device or this suite cannot run, refused before any work starts."""
     layout = cfg.get("parallel_config") or {}
@@ -219,19 +238,62 @@ def _check_parallel(cfg, device: str, errors: List[str]):
     # model_parallel > 1 runs on any device as tensor parallel on explicit collectives in data-parallel mode
     # (parallel/tensor_parallel.py, msrun workers), and as operator sharding under semi-auto parallel on Ascend
     tensor_parallel = cfg.get("use_parallel") and mode in (0, "data_parallel", None)
-    for key, why in (("model_parallel", "tensor parallel needs use_parallel: True (msrun workers) and parallel_mode: "
-                                        "0, operator sharding (semi-auto parallel) needs Ascend"),
-                     ("pipeline_stage", "pipeline parallel is planned but not wired (no micro-batch pipeline "
-                                        "cell)")):
-        value = layout.get(key)
-        refused = key == "pipeline_stage" or (device != "Ascend" and not tensor_parallel)
-        if isinstance(value, int) and value > 1 and refused:
-            errors.append(f"{cfg.where('parallel_config', key)}: 'parallel_config.{key}: {value}' is not supported"
-                          f"{' on ' + device if key == 'model_parallel' else ''}: {why}; set it to 1")
+    semi_auto = bool(cfg.get("use_parallel")) and mode in (1, "semi_auto_parallel") and device == "Ascend"
+    value = layout.get("model_parallel")
+    if _int(value) > 1 and device != "Ascend" and not tensor_parallel:
+        errors.append(f"{cfg.where('parallel_config', 'model_parallel')}: 'parallel_config.model_parallel: {value}' "
+                      f"is not supported on {device}: tensor parallel needs use_parallel: True (msrun workers) and "
+                      f"parallel_mode: 0, operator sharding (semi-auto parallel) needs Ascend; set it to 1")
+    here = f" on {device}" if device != "Ascend" else (" without use_parallel" if not cfg.get("use_parallel")
+                                                         else f" with parallel_mode {mode!r}")
+    for key, (asked, default, mechanism) in _SEMI_AUTO_ONLY.items():
+        if asked(layout.get(key)) and not semi_auto:
+            errors.append(f"{cfg.where('parallel_config', key)}: 'parallel_config.{key}: {layout.get(key)!r}' is not "
+                          f"supported{here}: {mechanism} needs Ascend semi-auto parallel (use_parallel: True and "
+                          f"parallel_mode: 1); set it to {default}")
+    pipeline = _int(layout.get("pipeline_stage")) > 1
+    micro = layout.get("micro_batch_num")
+    if _int(micro) > 1 and not pipeline:
+        errors.append(f"{cfg.where('parallel_config', 'micro_batch_num')}: 'parallel_config.micro_batch_num: {micro}' "
+                      f"is not supported with pipeline_stage 1: micro-batches are the pipeline's (for gradient "
+                      f"accumulation use runner_config.gradient_accumulation_steps); set it to 1")
+    if semi_auto:
+        _check_semi_auto(cfg, layout, pipeline, errors)
     dp = layout.get("data_parallel")
     if isinstance(dp, int) and dp > 1 and not cfg.get("use_parallel"):
         errors.append(f"{cfg.where('parallel_config', 'data_parallel')}: 'parallel_config.data_parallel: {dp}' needs "
                       f"use_parallel: True and {dp} workers started by msrun_launcher.sh; set it to 1 for one process")
+
+
+def _check_semi_auto(cfg, layout, pipeline: bool, errors: List[str]):
+    """What semi-auto parallel (and its pipeline) is not wired to run with."""
+    if cfg.get("resume_training"):
+        errors.append(f"{cfg.where('resume_training')}: 'resume_training' is not supported under semi-auto parallel: "
+                      f"the per-rank checkpoints' optimizer state is saved but not reloaded; start from the merged "
+                      f"weights with load_checkpoint: <output_dir>/checkpoint instead")
+    if layout.get("optimizer_shard") is True and (cfg.get("parallel") or {}).get("enable_parallel_optimizer") is False:
+        errors.append(f"{cfg.where('parallel_config', 'optimizer_shard')}: 'parallel_config.optimizer_shard: True' "
+                      f"contradicts parallel.enable_parallel_optimizer: False, which decides; set one of them")
+    if not pipeline:
+        return
+    runner = cfg.get("runner_config") or {}
+    accum, batch = runner.get("gradient_accumulation_steps"), runner.get("batch_size")
+    micro = layout.get("micro_batch_num")
+    if _int(accum) > 1:
+        errors.append(f"{cfg.where('runner_config', 'gradient_accumulation_steps')}: 'runner_config."
+                      f"gradient_accumulation_steps: {accum}' is not supported with pipeline_stage > 1: the pipeline's "
+                      f"micro_batch_num micro-batches are the accumulation; set it to 1")
+    if _int(batch) and _int(micro) and _int(batch) % _int(micro):
+        errors.append(f"{cfg.where('parallel_config', 'micro_batch_num')}: 'parallel_config.micro_batch_num: {micro}' "
+                      f"must divide runner_config.batch_size ({batch}): each step's batch is cut into micro_batch_num "
+                      f"micro-batches (upstream's batch_size is one micro-batch: use batch_size x micro_batch_num)")
+    if cfg.get("preference"):
+        errors.append(f"{cfg.where('preference')}: a 'preference' section is not supported with pipeline_stage > 1: "
+                      f"its loss and reference model are not placed on stages; remove it or set pipeline_stage: 1")
+    wrapper = (cfg.get("runner_wrapper") or {}).get("type")
+    if wrapper not in (None, "MFTrainOneStepCell", "MFPipelineWithLossScaleCell"):
+        errors.append(f"{cfg.where('runner_wrapper', 'type')}: 'runner_wrapper.type: {wrapper}' is not supported with "
+                      f"pipeline_stage > 1: pipeline parallel trains through MFPipelineWithLossScaleCell")
 
 
 def _applies(rule, device: str) -> bool:

@@ -56,7 +56,7 @@ def _resolve_config(model, generation_config, tokenizer, kwargs) -> GenerationCo
         pad = tokenizer.pad_token_id if tokenizer is not None else None
         fill["pad_token_id"] = pad if pad is not None else (config.eos_ids or [0])[0]
     if config.use_past is None:
-        fill["use_past"] = bool(getattr(model.config, "use_past", False))
+        fill["use_past"] = bool(getattr(model.config, "generation", {}).get("use_past", False))
     return config.update(**fill) if fill else config
 
 
@@ -86,7 +86,7 @@ def generate(model, inputs: Prompts, generation_config: Optional[Union[Generatio
     `inputs`: a text, a list of texts (tokenized with `tokenizer`), a list of ids or a list of id lists.
     Prompts of different lengths are left-padded into one batch. `kwargs` override generation_config keys;
     with use_chat_template each text prompt is sent as a user turn in the tokenizer's chat template.
-    With `model.config.use_past` (or generation_config.use_past) the static KV cache is used.
+    With generation_config.use_past (default: the model's model_config.use_past) the static KV cache is used.
     """
     config = _resolve_config(model, generation_config, tokenizer, kwargs)
     prompts = _prompt_ids(inputs, tokenizer, bool(config.use_chat_template))

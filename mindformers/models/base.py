@@ -73,7 +73,7 @@ class CausalLM(Protocol):
     pet.has_lora) and a `score` head (alignment.RewardModel wraps any CausalLM).
     """
 
-    config: Any  # the family's config: seq_length, vocab_size, ignore_token_id, use_past, flops_per_token() ...
+    config: Any  # the family's BaseConfig: seq_length, vocab_size, ignore_token_id, generation, flops_per_token() ...
     training: bool
 
     def construct(self, input_ids, labels=None, position_ids=None):
@@ -106,7 +106,28 @@ class CausalLM(Protocol):
 
 
 class BaseConfig:
-    """A model config: constructor keys are the YAML keys; `to_dict` gives them back."""
+    """A model config: constructor keys are the YAML keys; `to_dict` gives them back.
+
+    The object itself holds architecture fields only. Keys upstream also keeps in `model_config` that are not
+    the architecture (generation defaults, parallel settings, weights to load, device layout hints) live in
+    the dict attribute named by `SECTIONS[key]`; the upstream name still reads and writes them there, so
+    `config.use_past = True` in a notebook reaches `config.generation`.
+    """
+
+    SECTIONS: Dict[str, str] = {}
+
+    def __getattr__(self, key):  # only called when normal lookup fails
+        section = type(self).SECTIONS.get(key)
+        if section is None or section not in vars(self):
+            raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
+        return vars(self)[section][key]
+
+    def __setattr__(self, key, value):
+        section = type(self).SECTIONS.get(key)
+        if section is not None and section in vars(self):
+            vars(self)[section][key] = value
+        else:
+            object.__setattr__(self, key, value)
 
     def to_dict(self) -> Dict[str, Any]:
         """The constructor arguments as a plain dict (`type(config)(**config.to_dict())` rebuilds it)."""
@@ -171,3 +192,15 @@ def causal_lm_loss(logits, targets, ignore_index: int = -100):
     logp, mask = token_logprobs(logits, targets, ignore_index)
     # All-masked batches (e.g. a prompt-only sample) give 0, not NaN.
     return -logp.sum() / ops.maximum(mask.sum(), 1.0)
+
+
+class CausalLMLoss(nn.Cell):
+    """`causal_lm_loss` as the model's `lm_loss` cell, so tensor parallel can put a vocabulary-parallel loss in its
+    place (parallel/tensor_parallel.py)."""
+
+    def __init__(self, ignore_index: int = -100):
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def construct(self, logits, targets):
+        return causal_lm_loss(logits, targets, self.ignore_index)

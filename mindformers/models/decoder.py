@@ -16,7 +16,7 @@ from mindformers.modules import CausalSelfAttention, Embedding, Linear, RMSNorm,
     causal_mask
 
 from ..checkpoint import load_weights
-from .base import DTYPES, BaseConfig, causal_lm_loss, check_dtypes_on_device
+from .base import DTYPES, BaseConfig, CausalLMLoss, check_dtypes_on_device
 
 _DTYPE_KEYS = ("compute_dtype", "layernorm_compute_type", "softmax_compute_type", "rotary_dtype",
                "param_init_type", "embedding_init_type")
@@ -49,7 +49,7 @@ def gqa_attention(config, q_norm: Optional[nn.Cell] = None, k_norm: Optional[nn.
         v_proj=linear(c, config.n_kv_heads * hs, config.qkv_has_bias),
         o_proj=linear(config.num_heads * hs, c),
         softmax_dtype=DTYPES[config.softmax_compute_type],
-        use_flash_attention=config.use_flash_attention, q_norm=q_norm, k_norm=k_norm)
+        use_flash_attention=config.layout["use_flash_attention"], q_norm=q_norm, k_norm=k_norm)
 
 
 def swiglu(config, width: Optional[int] = None) -> SwiGLU:
@@ -196,7 +196,8 @@ def recompute_layer_count(recompute_config, num_layers: int) -> int:
 # ---- the language model -----------------------------------------------------------------------------------------
 
 class DecoderForCausalLM(nn.Cell):
-    """A family's decoder with a language-model head; families set `config_class` and `build_decoder`.
+    """A family's decoder with a language-model head; families set `config_class` and `build_layer` (one
+    decoder block from the config and its index), or `build_decoder` when the embedding or RoPE differ.
 
     Training (`set_train(True)`): `construct(input_ids (B, S+1), labels=None)` predicts input_ids[:, 1:] (or
     labels[:, 1:] when given, for prompt masking) from input_ids[:, :-1] and returns the mean fp32
@@ -205,7 +206,12 @@ class DecoderForCausalLM(nn.Cell):
     """
 
     config_class = BaseConfig
-    build_decoder: Callable[[object], Decoder]
+    build_layer: Callable[[object, int], nn.Cell]
+
+    @classmethod
+    def build_decoder(cls, config) -> Decoder:
+        """Embedding, num_layers `build_layer` blocks, final RMSNorm, RoPE over head_dim."""
+        return decoder_from_layers(config, cls.build_layer)
 
     def __init__(self, config: Union[BaseConfig, dict]):
         super().__init__()
@@ -214,16 +220,17 @@ class DecoderForCausalLM(nn.Cell):
         check_dtypes_on_device(config, _DTYPE_KEYS, ms.get_context("device_target"))
         self.config = config
         self.ignore_index = config.ignore_token_id
+        self.lm_loss = CausalLMLoss(self.ignore_index)  # a cell: tensor parallel swaps in a vocabulary-parallel one
         self.model = type(self).build_decoder(config)
         self.tie_word_embeddings = config.tie_word_embeddings
         if not config.tie_word_embeddings:
             self.lm_head = linear_factory(config)(config.hidden_size, config.vocab_size)
         self.head_matmul = ops.MatMul(transpose_b=True)
         # Index, don't slice: slicing a CellList builds a new one, which renames the parameters ("0.mlp...").
-        for i in range(recompute_layer_count(config.recompute_config, config.num_layers)):
+        for i in range(recompute_layer_count(config.parallel["recompute_config"], config.num_layers)):
             self.model.layers[i].recompute()
-        if config.checkpoint_name_or_path:
-            self._load_named_checkpoint(config.checkpoint_name_or_path)
+        if config.weights["checkpoint_name_or_path"]:
+            self._load_named_checkpoint(config.weights["checkpoint_name_or_path"])
         # A new Cell has training=False but compile phase 'train'; MindSpore caches graphs by phase, so a
         # later set_train(True) would reuse the inference graph. Aligning both here makes the switch recompile.
         self.set_train(False)
@@ -283,10 +290,10 @@ class DecoderForCausalLM(nn.Cell):
             return self.logits(input_ids)
         targets = input_ids[:, 1:] if labels is None else labels[:, 1:]
         if position_ids is None:
-            return causal_lm_loss(self.logits(input_ids[:, :-1]), targets, self.ignore_index)
+            return self.lm_loss(self.logits(input_ids[:, :-1]), targets)
         positions, mask = packed_positions_and_mask(position_ids[:, :-1])
         logits = self.head(self.model(input_ids[:, :-1], positions, mask))
-        return causal_lm_loss(logits, targets, self.ignore_index)
+        return self.lm_loss(logits, targets)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Sum of parameter sizes; `exclude_embeddings` drops the input embedding table."""
@@ -304,7 +311,7 @@ class MoeForCausalLM(DecoderForCausalLM):
 
     def __init__(self, config):
         super().__init__(config)
-        if recompute_layer_count(self.config.recompute_config, self.config.num_layers):
+        if recompute_layer_count(self.config.parallel["recompute_config"], self.config.num_layers):
             # Training runs Decoder.with_aux_loss, not the layers' construct that recompute() wraps.
             raise ValueError("recompute_config.recompute is not implemented for MoE models; set recompute: False")
         self.aux_loss_coef = float(self.config.router_aux_loss_coef)
@@ -317,4 +324,4 @@ class MoeForCausalLM(DecoderForCausalLM):
             h, aux = self.model.with_aux_loss(input_ids[:, :-1])
         else:
             h, aux = self.model.with_aux_loss(input_ids[:, :-1], *packed_positions_and_mask(position_ids[:, :-1]))
-        return causal_lm_loss(self.head(h), targets, self.ignore_index) + self.aux_loss_coef * aux
+        return self.lm_loss(self.head(h), targets) + self.aux_loss_coef * aux

@@ -2,7 +2,8 @@
 parallel on explicit collectives (data-parallel mode, runs on CPU)."""
 from .apply import apply_plan, build_shapes_only, plan_from_config
 from .plan import MeshLayout, ParamPlan, ShardPlan
-from .tensor_parallel import TensorParallel, apply_tensor_parallel
+from .tensor_parallel import apply_tensor_parallel
+from .tensor_parallel_cells import TensorParallel
 
 __all__ = ["MeshLayout", "ParamPlan", "ShardPlan", "TensorParallel", "apply_plan", "apply_tensor_parallel",
            "build_shapes_only", "plan_from_config"]

@@ -7,16 +7,14 @@ communication. Running that compiled graph needs Ascend devices (MindSpore 2.10 
 parallel and refuses dry runs), so on CPU the plan is built and checked, and the run stops in
 `core/context.py` with a message naming the device.
 """
-import re
 from typing import Dict, Optional
 
-from mindspore import nn
+from mindspore import nn, ops
 
 from ..modules.attention import CausalSelfAttention
 from ..modules.layers import Embedding, Linear
 from .plan import MeshLayout, ShardPlan
-
-_LAYER_CELL = re.compile(r"(^|\.)layers\.(\d+)$")
+from .semi_auto import sequence_parallel_norms, set_stages
 
 
 def build_shapes_only(config):
@@ -46,7 +44,10 @@ def apply_plan(network: nn.Cell, plan: ShardPlan) -> Dict[str, tuple]:
     """Set shard strategies and pipeline stages on `network`; returns {cell path: strategy} as applied.
 
     Token rows of activations are split over dp x cp (batch and sequence folded into rows, as the Linear
-    layers see them); projection weights as the plan says; attention scores per (batch, head) over (dp, mp).
+    layers see them); projection weights as the plan says; attention scores per (batch, head) over (dp, mp);
+    MoE experts over ep, their tokens over the rest of dp. With use_seq_parallel the hidden-state norms run on
+    tokens split over mp too, and row-parallel outputs are reduce-scattered to that layout. The plan is kept as
+    `network.shard_plan` (the train step and the checkpoint callback read it).
     """
     lay = plan.layout
     rows = lay.dp * lay.cp
@@ -56,14 +57,19 @@ def apply_plan(network: nn.Cell, plan: ShardPlan) -> Dict[str, tuple]:
             weight = plan.params.get(f"{path}.weight")
             if weight is None:
                 continue
+            out_strategy = None
             if weight.split[0] == "mp":      # column parallel: output features split
                 strategy = ((rows, 1), (lay.mp, 1))
             elif weight.split[1] == "mp":    # row parallel: contraction split, partial sums all-reduced
                 strategy = ((rows, lay.mp), (1, lay.mp))
+                if lay.use_seq_parallel:     # ... or reduce-scattered over the tokens (sequence parallel)
+                    out_strategy = ((rows * lay.mp, 1),)
             else:
                 strategy = ((rows, 1), (1, 1))
-            cell.matmul.shard(strategy)
-            applied[path] = strategy
+            if out_strategy is None and "out_strategy" in cell.matmul.attrs:  # a plan applied again
+                cell.matmul.del_prim_attr("out_strategy")
+            cell.matmul.shard(strategy, out_strategy)
+            applied[path] = strategy if out_strategy is None else (strategy, out_strategy)
         elif isinstance(cell, Embedding):
             weight = plan.params.get(f"{path}.weight")
             if weight is None:
@@ -77,14 +83,17 @@ def apply_plan(network: nn.Cell, plan: ShardPlan) -> Dict[str, tuple]:
             cell.scores.shard(strategy)
             cell.weighted_sum.shard(strategy)
             applied[path] = strategy
-        match = _LAYER_CELL.search(path)
-        if match and lay.pp > 1:
-            cell.pipeline_stage = plan.stage_of_layer(int(match.group(2)))
-            applied[f"{path}.pipeline_stage"] = cell.pipeline_stage
+        elif isinstance(getattr(cell, "bmm", None), ops.BatchMatMul) and hasattr(cell, "experts"):
+            # every expert runs as one BatchMatMul over stacked (E, out, in) weights (modules/moe.py): experts
+            # over ep, tokens over the remaining dp / ep (and cp); one primitive serves the gate, up and down
+            # products, so the expert width is not split over mp (the plan keeps experts whole over mp)
+            strategy = ((lay.ep, lay.dp // lay.ep * lay.cp, 1), (lay.ep, 1, 1))
+            cell.bmm.shard(strategy)
+            applied[f"{path}.bmm"] = strategy
+    if lay.use_seq_parallel:
+        applied.update({f"{path}.sequence": s for path, s in sequence_parallel_norms(network, lay).items()})
     if lay.pp > 1:
-        for path, cell in network.cells_and_names():
-            if path.endswith("embed_tokens"):
-                cell.pipeline_stage = 0
-            elif path.endswith(("lm_head", "model.norm")) or path == "norm":
-                cell.pipeline_stage = lay.pp - 1
+        applied.update({f"{path}.pipeline_stage" if path else "pipeline_stage": stage
+                        for path, stage in set_stages(network, plan).items()})
+    network.shard_plan = plan
     return applied

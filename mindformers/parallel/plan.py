@@ -2,13 +2,15 @@
 
 The mesh has four axes, `pp` (pipeline stage), `dp` (data), `cp` (context/sequence) and `mp` (model/tensor),
 with mp varying fastest: rank = ((stage * dp + d) * cp + c) * mp + m. Expert parallelism (`ep`) is carved out
-of the data axis: expert e of E lives on the ranks whose data index d has d % ep == e // (E / ep).
+of the data axis in contiguous blocks, the device order of an expert BatchMatMul sharded (ep, dp / ep, ..):
+expert e of E lives on the ranks whose data index d has d // (dp / ep) == e // (E / ep).
 
 Parameters are classified by their Hugging Face names, so every family built on the shared modules gets a
 plan without code of its own:
 - column parallel (output rows split over mp): q/k/v, gate/up projections (and their biases);
 - row parallel (input columns split over mp): o_proj, down_proj; MindSpore adds the all-reduce;
 - vocabulary parallel: embed_tokens (unless vocab_emb_dp) and lm_head rows over mp;
+- MoE experts are whole over mp and spread over the expert groups (one BatchMatMul runs them all, apply.py);
 - everything else (norms, routers, low-rank MLA down projections) is replicated, and so is GLM-4's fused
   gate_up_proj: it stacks gate rows over up rows, so a contiguous split would give one rank only gate rows and
   another only up rows, while each rank needs matching slices of both (MindSpore redistributes its output for
@@ -127,10 +129,15 @@ class ShardPlan:
             (int(m.group(1)) for m in map(_LAYER.search, shapes) if m), default=0))
         _check_config(config, layout, num_layers)
         num_experts = 1 + max((int(m.group(1)) for m in map(_EXPERT.search, shapes) if m), default=-1)
+        if layout.ep > 1 and num_experts == 0:
+            raise ValueError(f"parallel_config.expert_parallel ({layout.ep}) spreads MoE experts, but this model "
+                             f"has none; set it to 1")
         params = {}
         for name, shape in shapes.items():
             split: List[Optional[str]] = [None] * len(shape)
-            if _COLUMN.search(name):
+            if _EXPERT.search(name):
+                pass  # experts stay whole over mp: one BatchMatMul serves their gate, up and down (apply.py)
+            elif _COLUMN.search(name):
                 split[0] = "mp"
             elif _ROW.search(name):
                 split[1] = "mp"
@@ -159,7 +166,11 @@ class ShardPlan:
         plan, c = self.params[name], self.layout.coords(rank)
         if c["pp"] not in plan.stages:
             return False
-        return plan.expert_group is None or c["dp"] % self.layout.ep == plan.expert_group
+        return plan.expert_group is None or self.expert_group_of(c["dp"]) == plan.expert_group
+
+    def expert_group_of(self, dp_index: int) -> int:
+        """The expert group of data-parallel index `dp_index`: contiguous blocks of dp / ep (MindSpore's order)."""
+        return dp_index // (self.layout.dp // self.layout.ep)
 
     def slice_index(self, name: str, rank: int) -> Tuple[slice, ...]:
         """The index of `rank`'s slice in the full parameter."""

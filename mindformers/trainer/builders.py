@@ -64,7 +64,7 @@ def build_model(config, network=None):
     # deep models exceed MindSpore's default call depth when compiled: the limit follows the layer count
     ensure_call_depth((getattr(network.config, "num_layers", 0) or 0)
                       + (getattr(network.config, "num_nextn_predict_layers", 0) or 0))
-    pet_config = getattr(network.config, "pet_config", None)
+    pet_config = getattr(network.config, "weights", {}).get("pet_config")
     adapter_dir = (pet_config or {}).get("adapter_dir")
     # with adapter_dir the adapters' layout comes from its adapter_config.json, applied after the base weights
     if pet_config and not adapter_dir and not has_lora(network):
@@ -186,6 +186,11 @@ def build_train_step(config, network, planned_steps: int, accum: int, replicas: 
     optimizer = build_from_config(opt_cfg, T.OPTIMIZER, params=params, learning_rate=lr)
     network.set_train(True)
     wrapper_cfg = dict(config.get("runner_wrapper") or {"type": "MFTrainOneStepCell"})
+    plan = getattr(network, "shard_plan", None)  # semi-auto parallel (parallel/apply.py)
+    if plan is not None and plan.layout.pp > 1 and wrapper_cfg.get("type") in ("MFTrainOneStepCell", None):
+        wrapper_cfg["type"] = "MFPipelineWithLossScaleCell"  # pipeline parallel trains through upstream's cell
+    if plan is not None and wrapper_cfg.get("type") == "MFPipelineWithLossScaleCell":
+        wrapper_cfg.setdefault("micro_batch_num", plan.layout.micro_batch_num)
     extra, groups = {}, None
     monitor = plain(config.get("monitor_config") or {})
     if monitor.get("monitor_on"):

@@ -1,5 +1,6 @@
 """Train-step wrappers and loss scalers (registered as WRAPPER)."""
 from .loss_scale import DynamicLossScaleUpdateCell, FixedLossScaleUpdateCell, build_loss_scaler
-from .wrapper import MFTrainOneStepCell
+from .wrapper import MFPipelineWithLossScaleCell, MFTrainOneStepCell
 
-__all__ = ["MFTrainOneStepCell", "DynamicLossScaleUpdateCell", "FixedLossScaleUpdateCell", "build_loss_scaler"]
+__all__ = ["MFTrainOneStepCell", "MFPipelineWithLossScaleCell", "DynamicLossScaleUpdateCell",
+           "FixedLossScaleUpdateCell", "build_loss_scaler"]

@@ -5,12 +5,14 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from mindformers.modules.layers import row_reduce
-from mindformers.parallel.tensor_parallel import TensorParallel, gradient_reducer, split_mask
+from mindformers.parallel.semi_auto import create_stage_group, pipeline_cell
+from mindformers.parallel.tensor_parallel import gradient_reducer, split_mask
+from mindformers.parallel.tensor_parallel_cells import TensorParallel
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from .loss_scale import build_loss_scaler
 
-__all__ = ["MFTrainOneStepCell"]
+__all__ = ["MFTrainOneStepCell", "MFPipelineWithLossScaleCell"]
 
 # Upstream options this implementation does not provide: key -> the only accepted (default) value.
 _UNSUPPORTED = {"local_norm": False, "calculate_per_token_loss": False, "use_skip_data_by_global_norm": False,
@@ -70,6 +72,7 @@ class MFTrainOneStepCell(nn.Cell):
         self.norm_groups = None if norm_groups is None else ms.Tensor(norm_groups, ms.float32)
         self.grad_reducer = ops.identity
         self.split_mask = None
+        self.stage_sum = None  # pipeline parallel: sums the gradient norm's squares over the stages
         if tensor_parallel is not None:
             self.grad_reducer = gradient_reducer(self.weights, tensor_parallel,
                                                  ms.get_auto_parallel_context("gradients_mean"))
@@ -92,6 +95,8 @@ class MFTrainOneStepCell(nn.Cell):
         squares = ops.stack([row_reduce(ops.square(ops.cast(g, ms.float32))).sum() for g in grads])
         if self.split_mask is not None:  # tensor parallel: a split weight's square norm is the sum of its slices'
             squares = squares * (1.0 - self.split_mask) + self.mp_sum(squares * self.split_mask)
+        if self.stage_sum is not None:  # pipeline parallel: each stage has only its own layers' gradients
+            squares = self.stage_sum(squares)
         global_norm = ops.sqrt(squares.sum()) / scale
         # A NaN/Inf anywhere makes the norm non-finite, so one check covers every gradient.
         overflow = ops.logical_not(ops.isfinite(global_norm))
@@ -128,3 +133,73 @@ class MFTrainOneStepCell(nn.Cell):
             loss = loss + micro_loss
             grads = [a + ops.cast(b, ms.float32) for a, b in zip(grads, micro_grads)]
         return loss / k, [ops.cast(g / k, w.dtype) for g, w in zip(grads, self.weights)]
+
+
+_from_accumulation = ops.MultitypeFuncGraph("from_accumulation")
+_from_gradient = ops.MultitypeFuncGraph("from_gradient")
+
+
+@_from_accumulation.register("Tensor", "Tensor")
+def _take_accumulated(grad, accu_grad):
+    """The micro-batches' gradients MindSpore summed into `accu_grad`; the buffer is zeroed for the next step."""
+    accu_grad = ops.depend(accu_grad, grad)
+    total = accu_grad * 1.0  # a copy: the buffer is overwritten below
+    accu_grad = ops.depend(accu_grad, total)
+    return ops.depend(total, ops.assign(accu_grad, ops.zeros_like(accu_grad)))
+
+
+@_from_gradient.register("Tensor", "Tensor")
+def _take_gradient(grad, accu_grad):
+    """With the parallel optimizer the reduced gradient itself is the sum; the buffer is still zeroed."""
+    accu_grad = ops.depend(accu_grad, grad)
+    return ops.depend(grad, ops.assign(accu_grad, ops.zeros_like(accu_grad)))
+
+
+@MindFormerRegister.register(MindFormerModuleType.WRAPPER)
+class MFPipelineWithLossScaleCell(MFTrainOneStepCell):
+    """One pipeline-parallel optimizer step (semi-auto parallel on Ascend; upstream's name and role).
+
+    `network` runs inside MindSpore's `Pipeline` cell (parallel/semi_auto.py): each step's batch is cut into
+    `micro_batch_num` micro-batches that flow through the stages. MindSpore sums the micro-batches' gradients into
+    `accu_grads` (copies of the weights, matched by that prefix), which the step takes and zeroes; the sens
+    1/micro_batch_num makes the sum the gradient of the mean micro-batch loss, and the loss returned is that mean.
+    The global norm adds each stage's squares over the stage group (`stage_group`, created when None). Loss
+    scaling, overflow skipping and clipping are MFTrainOneStepCell's. The trainer selects this cell when
+    parallel_config.pipeline_stage > 1; gradient accumulation is the micro-batching itself.
+    """
+
+    def __init__(self, network: nn.Cell, optimizer: nn.Optimizer, use_clip_grad: bool = False,
+                 max_grad_norm: float = 1.0, scale_sense: Union[int, float, Tensor, dict, nn.Cell] = 1.0,
+                 micro_batch_num: int = 1, gradient_accumulation_steps: int = 1, stage_group: Optional[str] = None,
+                 **kwargs):
+        mode = ms.get_auto_parallel_context("parallel_mode")
+        if mode not in ("semi_auto_parallel", "auto_parallel"):
+            raise ValueError(f"MFPipelineWithLossScaleCell: pipeline parallel needs parallel_mode semi_auto_parallel "
+                             f"(Ascend), not {mode}")
+        if int(gradient_accumulation_steps) != 1:
+            raise ValueError("MFPipelineWithLossScaleCell: gradient_accumulation_steps must be 1 under pipeline "
+                             "parallel; its micro_batch_num micro-batches are the accumulation")
+        if kwargs.get("tensor_parallel") is not None:
+            raise ValueError("MFPipelineWithLossScaleCell: tensor parallel on explicit collectives is data-parallel "
+                             "mode's; semi-auto parallel shards through the plan")
+        plan = getattr(network, "shard_plan", None)
+        super().__init__(pipeline_cell(network, int(micro_batch_num), plan), optimizer, use_clip_grad, max_grad_norm,
+                         scale_sense, **kwargs)
+        self.micro_batch_num = int(micro_batch_num)
+        self.accu_grads = self.weights.clone(prefix="accu_grads", init="zeros")
+        self.opt_shard = bool(ms.get_auto_parallel_context("enable_parallel_optimizer"))
+        self.hyper_map = ops.HyperMap()
+        if stage_group is None:
+            from mindspore.communication import get_rank
+            stage_group = create_stage_group(plan.layout, get_rank())
+        self.stage_sum = ops.AllReduce(group=stage_group)
+
+    def _loss_and_grads(self, inputs, scale):
+        loss = self.network(*inputs)  # the Pipeline cell adds the micro-batches' losses
+        sens = ops.cast(scale / self.micro_batch_num, loss.dtype)
+        grads = self.grad(self.network, self.weights)(*inputs, sens)
+        if self.opt_shard:
+            grads = self.hyper_map(_from_gradient, grads, self.accu_grads)
+        else:
+            grads = self.hyper_map(_from_accumulation, grads, self.accu_grads)
+        return ops.cast(loss, ms.float32) / self.micro_batch_num, grads

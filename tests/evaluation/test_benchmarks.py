@@ -4,7 +4,6 @@ import math
 import os
 from itertools import combinations
 
-import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Tensor
@@ -14,29 +13,12 @@ from mindformers.evaluation import (BoolQMetric, CEvalMetric, GSM8KMetric, Human
                                     MMLUMetric, MultipleChoiceMetric, gsm8k_answer, pass_at_k, run_program)
 from mindformers.evaluation import benchmarks
 from mindformers.evaluation.execution import network_isolation
-from mindformers.models import LlamaConfig, LlamaForCausalLM
-from mindformers.tokenization import LlamaTokenizer
 from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLES = os.path.join(ROOT, "mindformers", "assets", "eval_samples")
-TOKENIZER = os.path.join(ROOT, "mindformers", "assets", "tiny_corpus", "tokenizer.model")
 
 pytestmark = pytest.mark.usefixtures("graph_mode")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return LlamaTokenizer(vocab_file=TOKENIZER)
-
-
-@pytest.fixture(scope="module")
-def model():
-    ms.set_seed(0)
-    net = LlamaForCausalLM(LlamaConfig(hidden_size=32, num_layers=2, num_heads=4, n_kv_heads=2, vocab_size=2048,
-                                       intermediate_size=48, seq_length=256, use_past=True, initializer_range=0.2))
-    net.set_train(False)
-    return net
 
 
 def test_loglikelihood_matches_a_direct_computation(model, tokenizer):

@@ -5,36 +5,20 @@ import json
 import logging
 import os
 
-import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import nn, ops
 
 from mindformers.evaluation import LogLikelihoodScorer, batching, scoring
 from mindformers.evaluation.progress import Progress
-from mindformers.models import LlamaConfig, LlamaForCausalLM
-from mindformers.tokenization import LlamaTokenizer
 from mindformers.tools.register import MindFormerModuleType, build_from_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAMPLES = os.path.join(ROOT, "mindformers", "assets", "eval_samples")
-TOKENIZER = os.path.join(ROOT, "mindformers", "assets", "tiny_corpus", "tokenizer.model")
 PAIRS = [("The following are questions. What is 3 + 5?\nA. 7\nB. 8\nAnswer:", f" {x}") for x in "ABCD"] + \
         [("x", " y z"), ("def add(a, b):\n", "    return a + b"), ("A much longer prompt " * 6, " ok")]
 
 pytestmark = pytest.mark.usefixtures("graph_mode")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return LlamaTokenizer(vocab_file=TOKENIZER)
-
-
-@pytest.fixture(scope="module")
-def model():
-    ms.set_seed(0)
-    return LlamaForCausalLM(LlamaConfig(hidden_size=32, num_layers=2, num_heads=4, n_kv_heads=2, vocab_size=2048,
-                                        intermediate_size=48, seq_length=256, initializer_range=0.2))
 
 
 class _LogitsOnly(nn.Cell):

@@ -32,6 +32,24 @@ def test_to_dict_rebuilds_the_same_config():
     assert config.to_dict()["parallel_config"] == {"data_parallel": 2}
 
 
+def test_keys_that_are_not_the_architecture_live_in_their_own_sections():
+    config = build_from_config(LLAMA2_7B, MindFormerModuleType.CONFIG)
+    assert config.generation == {"use_past": False, "do_sample": False, "top_k": 3, "top_p": 1,
+                                 "repetition_penalty": 1, "max_decode_length": 512}
+    assert config.parallel == {"parallel_config": None, "recompute_config": None, "offset": 0,
+                               "pp_interleave_num": 1}
+    assert config.weights == {"checkpoint_name_or_path": "", "pet_config": None}
+    assert config.layout["use_flash_attention"] is False and config.layout["batch_size"] == 1
+    sectioned = {key for keys in (config.generation, config.parallel, config.weights, config.layout) for key in keys}
+    assert not sectioned & set(vars(config))  # the object's own attributes are the architecture
+    # the upstream names still read and write the sections (notebooks set config.use_past = True)
+    config.use_past = True
+    assert config.generation["use_past"] is True and config.use_past is True
+    assert config.to_dict()["use_past"] is True and config.to_dict()["top_k"] == 3
+    with pytest.raises(AttributeError, match="no attribute 'not_a_key'"):
+        config.not_a_key
+
+
 def test_unknown_key_names_the_key():
     with pytest.raises(TypeError, match="unknown argument 'num_head'.*did you mean 'num_heads'"):
         build_from_config({"type": "LlamaConfig", "num_head": 8}, MindFormerModuleType.CONFIG)

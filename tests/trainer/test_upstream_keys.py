@@ -84,6 +84,8 @@ def test_eval_epoch_interval_evaluates_at_epoch_ends(monkeypatch):
     (["parallel_config.expert_parallel=2"], "'parallel_config.expert_parallel: 2' is not supported"),
     (["runner_config.initial_step=5"], "runner_config.initial_step"),
     (["moe_config={expert_num: 8}"], "moe_config"),
+    (["runner_wrapper.tensor_parallel=1"], "'runner_wrapper.tensor_parallel: 1' is not supported: set by the trainer"),
+    (["runner_wrapper.norm_groups=[1]"], "'runner_wrapper.norm_groups: \\[1\\]' is not supported"),
 ])
 def test_settings_that_cannot_run_are_refused_at_load(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

@@ -16,6 +16,8 @@ import numpy as np
 from mindspore.train import Callback
 
 from ...checkpoint import prune_checkpoints, snapshot, write_checkpoint
+from ...checkpoint.sharded import rank_slices, save_rank_checkpoint
+from ...parallel.semi_auto import gather_optimizer_shards
 from ...tools.refuse import refuse_unsupported
 from ...tools.register import MindFormerModuleType, MindFormerRegister
 from ...tools.rundir import OutputDirError, disk_error
@@ -232,7 +234,9 @@ class MFLossMonitor(Callback):
 
 @MindFormerRegister.register(MindFormerModuleType.CALLBACK)
 class CheckpointMonitor(Callback):
-    """Saves `<directory>/<prefix>-step<N>/` (safetensors) every save_checkpoint_steps and at the end."""
+    """Saves `<directory>/<prefix>-step<N>/` (safetensors) every save_checkpoint_steps and at the end; under semi-auto
+    parallel every rank saves its slices as `<directory>/rank_<r>/<prefix>-step<N>/` beside `<directory>/strategy.json`
+    (checkpoint/sharded.py), a directory load_checkpoint merges."""
 
     def __init__(self, prefix: str = "mindformers", directory: Optional[str] = None,
                  save_checkpoint_steps: int = 1000, save_checkpoint_seconds: int = 0,
@@ -280,14 +284,19 @@ class CheckpointMonitor(Callback):
         self._last_save_time = time.time()
         self.saved = []
 
-    def _directory(self, cb) -> str:
+    def _directory(self, cb, plan=None) -> str:
         directory = self.directory or os.path.join(getattr(cb, "output_dir", "./output"), "checkpoint")
-        return directory if self.integrated_save else os.path.join(directory, f"rank_{getattr(cb, 'rank_id', 0)}")
+        if plan is not None or self.integrated_save:  # semi-auto: save_rank_checkpoint adds rank_<r>/ itself
+            return directory
+        return os.path.join(directory, f"rank_{getattr(cb, 'rank_id', 0)}")
 
     def _save(self, cb):
         # tensor parallel (parallel/tensor_parallel.py): every rank sends its slices, the checkpoint holds whole tensors
         tensor_parallel = getattr(cb.network, "tensor_parallel", None)
-        if self.integrated_save and getattr(cb, "rank_id", 0) != 0 and tensor_parallel is None:
+        # semi-auto parallel (parallel/apply.py): each rank holds slices of its stage; every rank saves its own part
+        plan = getattr(cb.network, "shard_plan", None)
+        rank = getattr(cb, "rank_id", 0)
+        if self.integrated_save and rank != 0 and tensor_parallel is None and plan is None:
             return  # data-parallel ranks hold identical weights: rank 0 writes
         step = cb.cur_step_num
         state = {"epoch": cb.cur_epoch_num, "consumed_samples": getattr(cb, "consumed_samples", None),
@@ -298,20 +307,38 @@ class CheckpointMonitor(Callback):
         self._last_saved_step, self._last_save_time = step, time.time()
         if tensor_parallel is not None:
             weights, opt_state = tensor_parallel.full_state(weights), tensor_parallel.full_state(opt_state)
-            if self.integrated_save and getattr(cb, "rank_id", 0) != 0:
+            if self.integrated_save and rank != 0:
                 return
-        directory = self._directory(cb)
+        if plan is not None:
+            weights, opt_state = self._rank_part(train_state, plan, rank, weights, opt_state)
+        directory = self._directory(cb, plan)
         self.wait()  # one write at a time, in step order
+        args = (directory, step, weights, opt_state, state, plan, rank)
         if self.async_save:
-            self._writer = threading.Thread(target=self._write, args=(directory, step, weights, opt_state, state),
-                                            name=f"checkpoint-step{step}", daemon=False)
+            self._writer = threading.Thread(target=self._write, args=args, name=f"checkpoint-step{step}", daemon=False)
             self._writer.start()
         else:
-            self._write(directory, step, weights, opt_state, state)
+            self._write(*args)
 
-    def _write(self, directory, step, weights, opt_state, state):
+    @staticmethod
+    def _rank_part(train_state, plan, rank, weights, opt_state):
+        """This rank's slices as the plan cuts them (shape errors raised here, on the training thread); slices
+        MindSpore's parallel optimizer split further are gathered first (collective over its groups)."""
+        import mindspore as ms
+        if ms.get_auto_parallel_context("enable_parallel_optimizer") and train_state is not None:
+            weights = gather_optimizer_shards(train_state, weights)
+            opt_state = None if opt_state is None else gather_optimizer_shards(train_state, opt_state)
+        return (rank_slices(weights, plan, rank),
+                None if opt_state is None else rank_slices(opt_state, plan, rank, "optimizer state"))
+
+    def _write(self, directory, step, weights, opt_state, state, plan=None, rank=0):
         try:
-            path = write_checkpoint(directory, self.prefix, step, weights, opt_state, state)
+            if plan is None:
+                path = write_checkpoint(directory, self.prefix, step, weights, opt_state, state)
+            else:
+                path = save_rank_checkpoint(directory, self.prefix, step, rank, plan, weights, opt_state, state,
+                                            _ms_strategy_file())
+                directory = os.path.join(directory, f"rank_{rank}")
         except OutputDirError as err:
             if not self.async_save:
                 raise
@@ -331,10 +358,12 @@ class CheckpointMonitor(Callback):
             raise failed
 
     def on_train_begin(self, run_context):
-        tensor_parallel = getattr(run_context.original_args().network, "tensor_parallel", None)
-        if self.save_seconds and tensor_parallel is not None:
-            raise ValueError("CheckpointMonitor.save_checkpoint_seconds: under model_parallel > 1 every rank takes "
-                             "part in a save, and clocks would pick different steps; use save_checkpoint_steps")
+        network = run_context.original_args().network
+        sharded = any(getattr(network, key, None) is not None for key in ("tensor_parallel", "shard_plan"))
+        if self.save_seconds and sharded:
+            raise ValueError("CheckpointMonitor.save_checkpoint_seconds: under model_parallel > 1 or semi-auto "
+                             "parallel every rank takes part in a save, and clocks would pick different steps; use "
+                             "save_checkpoint_steps")
 
     def on_train_step_end(self, run_context):
         cb = run_context.original_args()
@@ -348,3 +377,13 @@ class CheckpointMonitor(Callback):
         if self.save_at_end and cb.cur_step_num and cb.cur_step_num != self._last_saved_step:
             self._save(cb)
         self.wait()
+
+
+def _ms_strategy_file() -> Optional[str]:
+    """The strategy file MindSpore writes at compile under semi-auto parallel (parallel.strategy_ckpt_config or
+    strategy_ckpt_save_file), if any."""
+    import mindspore as ms
+    try:
+        return (ms.get_auto_parallel_context("strategy_ckpt_config") or {}).get("save_file") or None
+    except (ValueError, RuntimeError, AttributeError):
+        return None

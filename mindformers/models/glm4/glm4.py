@@ -20,7 +20,7 @@ from mindformers.modules import rope_tables
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..base import DTYPES
-from ..decoder import DecoderForCausalLM, decoder_from_layers, gqa_attention, linear_factory, rms_norm
+from ..decoder import DecoderForCausalLM, DecoderLayer, decoder_from_layers, gqa_attention, linear_factory, rms_norm
 from ..llama import LlamaConfig
 
 
@@ -121,17 +121,13 @@ class Glm4MLP(nn.Cell):
         return self.down_proj(ops.silu(gate_up[..., :f]) * gate_up[..., f:])
 
 
-class Glm4DecoderLayer(nn.Cell):
-    """x + norm(attn(norm(x))), then x + norm(mlp(norm(x))): the sandwich block, from its parts."""
+class Glm4DecoderLayer(DecoderLayer):
+    """x + norm(attn(norm(x))), then x + norm(mlp(norm(x))): the Llama block plus a norm after each sublayer."""
 
     def __init__(self, input_layernorm: nn.Cell, self_attn: nn.Cell, post_self_attn_layernorm: nn.Cell,
                  post_attention_layernorm: nn.Cell, mlp: nn.Cell, post_mlp_layernorm: nn.Cell):
-        super().__init__()
-        self.input_layernorm = input_layernorm
-        self.self_attn = self_attn
+        super().__init__(input_layernorm, self_attn, post_attention_layernorm, mlp)
         self.post_self_attn_layernorm = post_self_attn_layernorm
-        self.post_attention_layernorm = post_attention_layernorm
-        self.mlp = mlp
         self.post_mlp_layernorm = post_mlp_layernorm
 
     def construct(self, x, cos, sin, mask, kv_cache=None, slot=None):

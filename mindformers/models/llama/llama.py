@@ -5,7 +5,7 @@ Parameter names match Hugging Face's LlamaForCausalLM one to one (`model.layers.
 """
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
-from ..decoder import DecoderForCausalLM, DecoderLayer, decoder_from_layers, gqa_attention, rms_norm, swiglu
+from ..decoder import DecoderForCausalLM, DecoderLayer, gqa_attention, rms_norm, swiglu
 from .llama_config import LlamaConfig
 
 
@@ -14,14 +14,9 @@ def llama_layer(config: LlamaConfig, index: int) -> DecoderLayer:
     return DecoderLayer(rms_norm(config), gqa_attention(config), rms_norm(config), swiglu(config))
 
 
-def llama_decoder(config: LlamaConfig):
-    """Embedding, num_layers Llama blocks, final RMSNorm, RoPE over head_dim."""
-    return decoder_from_layers(config, llama_layer)
-
-
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
 class LlamaForCausalLM(DecoderForCausalLM):
     """Llama with a language-model head (interface: DecoderForCausalLM, the CausalLM contract)."""
 
     config_class = LlamaConfig
-    build_decoder = staticmethod(llama_decoder)
+    build_layer = staticmethod(llama_layer)

@@ -4,6 +4,7 @@ import numbers
 from typing import Optional, Union
 
 from mindformers.modules import check_extend_method, from_rope_scaling, llama_ffn_hidden_size, rope_tables
+from mindformers.pet import LoraConfig
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..base import BaseConfig, boolean, check_dtype, positive_int, positive_number
@@ -25,14 +26,28 @@ _NO_EFFECT = {
 }
 _NOTED = set()
 
+# Keys upstream keeps in model_config that are not the architecture, by the section of the built config that
+# holds them: `generation` (defaults for generate), `parallel` (read by the trainer and the model build),
+# `weights` (what to load or adapt after the build) and `layout` (device layouts that compute the same model).
+SECTION_KEYS = {
+    "generation": ("use_past", "do_sample", "top_k", "top_p", "repetition_penalty", "max_decode_length"),
+    "parallel": ("parallel_config", "recompute_config", "offset", "pp_interleave_num"),
+    "weights": ("checkpoint_name_or_path", "pet_config"),
+    "layout": ("batch_size", "is_dynamic", "block_size", "num_blocks", "qkv_concat", "fine_grain_interleave",
+               "use_rope_slice", "use_flash_attention"),
+}
+
 
 @MindFormerRegister.register(MindFormerModuleType.CONFIG)
 class LlamaConfig(BaseConfig):
-    """Size and numerics of a Llama decoder, plus the generation defaults upstream keeps in the same section.
+    """Size and numerics of a Llama decoder; the constructor takes upstream's whole `model_config` section and
+    files the keys that are not the architecture under `generation`, `parallel`, `weights` and `layout`.
 
     Defaults follow upstream except the dtypes, which default to float32 because this project runs on CPU
     first; Ascend YAMLs set float16/bfloat16 explicitly.
     """
+
+    SECTIONS = {key: section for section, keys in SECTION_KEYS.items() for key in keys}
 
     def __init__(self,
                  batch_size: int = 1,
@@ -127,7 +142,6 @@ class LlamaConfig(BaseConfig):
             if args[key] is not None and not isinstance(args[key], dict) and not hasattr(args[key], "__dict__"):
                 raise ValueError(f"model_config.{key} must be a mapping or None, got {args[key]!r}")
         if pet_config is not None:  # checked here so a bad pet_config fails when the config is built
-            from mindformers.pet import LoraConfig
             LoraConfig.from_config(pet_config)
             args["pet_config"] = dict(pet_config)
 
@@ -158,6 +172,8 @@ class LlamaConfig(BaseConfig):
         args["embedding_init_type"] = embedding_init_type or param_init_type
         # use_rope_slice needs no handling: the sliced and unsliced Ascend rotary kernels compute the same
         # function as ours. The generation keys (top_k, ...) are read by the generation code.
+        for section, keys in SECTION_KEYS.items():
+            object.__setattr__(self, section, {key: args.pop(key) for key in keys})
         for key, value in args.items():
             setattr(self, key, value)
 

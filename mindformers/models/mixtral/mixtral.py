@@ -12,7 +12,7 @@ from mindformers.modules import EXPERT_NAMES, MoE
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..base import DTYPES, boolean, positive_int
-from ..decoder import DecoderLayer, MoeForCausalLM, decoder_from_layers, gqa_attention, rms_norm
+from ..decoder import DecoderLayer, MoeForCausalLM, gqa_attention, rms_norm
 from ..llama import LlamaConfig
 
 
@@ -81,14 +81,9 @@ def mixtral_layer(config: MixtralConfig, index: int) -> DecoderLayer:
                         moe_ffn(config, EXPERT_NAMES["mixtral"]), ffn_name="block_sparse_moe")
 
 
-def mixtral_decoder(config: MixtralConfig):
-    """Embedding, num_layers Mixtral blocks, final RMSNorm, RoPE over head_dim."""
-    return decoder_from_layers(config, mixtral_layer)
-
-
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
 class MixtralForCausalLM(MoeForCausalLM):
     """Mixtral with a language-model head (interface: DecoderForCausalLM; training adds the balancing loss)."""
 
     config_class = MixtralConfig
-    build_decoder = staticmethod(mixtral_decoder)
+    build_layer = staticmethod(mixtral_layer)

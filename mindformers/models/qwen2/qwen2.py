@@ -5,7 +5,7 @@ Parameter names are Hugging Face's Qwen2ForCausalLM ones (`model.layers.N.self_a
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..decoder import DecoderForCausalLM
-from ..llama import LlamaConfig, llama_decoder
+from ..llama import LlamaConfig, llama_layer
 
 
 @MindFormerRegister.register(MindFormerModuleType.CONFIG)
@@ -23,4 +23,4 @@ class Qwen2ForCausalLM(DecoderForCausalLM):
     """Qwen2 with a language-model head: the Llama decoder (biases come from qkv_has_bias)."""
 
     config_class = Qwen2Config
-    build_decoder = staticmethod(llama_decoder)
+    build_layer = staticmethod(llama_layer)

@@ -6,7 +6,7 @@ Parameter names are Hugging Face's Qwen3ForCausalLM ones (`model.layers.N.self_a
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..base import boolean
-from ..decoder import DecoderForCausalLM, DecoderLayer, decoder_from_layers, gqa_attention, rms_norm, swiglu
+from ..decoder import DecoderForCausalLM, DecoderLayer, gqa_attention, rms_norm, swiglu
 from ..llama import LlamaConfig
 
 
@@ -38,14 +38,9 @@ def qwen3_layer(config: Qwen3Config, index: int) -> DecoderLayer:
     return DecoderLayer(rms_norm(config), qk_norm_attention(config), rms_norm(config), swiglu(config))
 
 
-def qwen3_decoder(config: Qwen3Config):
-    """Embedding, num_layers Qwen3 blocks, final RMSNorm, RoPE over head_dim."""
-    return decoder_from_layers(config, qwen3_layer)
-
-
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
 class Qwen3ForCausalLM(DecoderForCausalLM):
     """Qwen3 with a language-model head (interface: DecoderForCausalLM)."""
 
     config_class = Qwen3Config
-    build_decoder = staticmethod(qwen3_decoder)
+    build_layer = staticmethod(qwen3_layer)

@@ -6,7 +6,7 @@ Parameter names are Hugging Face's Qwen3MoeForCausalLM ones (`model.layers.N.mlp
 from mindformers.modules import EXPERT_NAMES
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
-from ..decoder import DecoderLayer, MoeForCausalLM, decoder_from_layers, rms_norm
+from ..decoder import DecoderLayer, MoeForCausalLM, rms_norm
 from ..mixtral import MixtralConfig, moe_ffn
 from ..qwen3 import Qwen3Config, qk_norm_attention
 
@@ -25,14 +25,9 @@ def qwen3_moe_layer(config: Qwen3MoeConfig, index: int) -> DecoderLayer:
                         moe_ffn(config, EXPERT_NAMES["qwen"]))
 
 
-def qwen3_moe_decoder(config: Qwen3MoeConfig):
-    """Embedding, num_layers Qwen3-MoE blocks, final RMSNorm, RoPE over head_dim."""
-    return decoder_from_layers(config, qwen3_moe_layer)
-
-
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
 class Qwen3MoeForCausalLM(MoeForCausalLM):
     """Qwen3-MoE with a language-model head (interface: DecoderForCausalLM; training adds the balancing loss)."""
 
     config_class = Qwen3MoeConfig
-    build_decoder = staticmethod(qwen3_moe_decoder)
+    build_layer = staticmethod(qwen3_moe_layer)
