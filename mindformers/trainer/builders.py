@@ -138,6 +138,10 @@ def apply_parallel_layout(config, network, env):
                 raise ValueError("parallel_config.model_parallel > 1 does not run with a `preference` section yet "
                                  "(its reference model would be whole); set model_parallel: 1")
             layout = MeshLayout.from_config(config.get("parallel_config"), env["device_num"])  # dp x mp = workers
+            if (config.get("parallel_config") or {}).get("vocab_emb_dp") is True:
+                logger.info("parallel_config.vocab_emb_dp: True has no effect in tensor parallel (parallel_mode 0): "
+                            "the embedding rows are split over model_parallel with the lm_head (same results, less "
+                            "memory)")
             apply_tensor_parallel(network, layout, env["rank_id"])
         return
 
