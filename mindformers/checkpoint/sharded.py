@@ -40,8 +40,7 @@ def is_sharded(path: str) -> bool:
 def shard_weights(weights: Dict[str, np.ndarray], plan: ShardPlan, rank: int) -> Dict[str, np.ndarray]:
     """Rank `rank`'s slices of full `weights` under `plan`."""
     _check_names(weights, plan, "weights")
-    return {name: np.ascontiguousarray(value[plan.slice_index(name, rank)])
-            for name, value in weights.items() if plan.holds(name, rank)}
+    return rank_slices(weights, plan, rank)
 
 
 def save_sharded(weights: Dict[str, np.ndarray], plan: ShardPlan, directory: str, ranks=None):
