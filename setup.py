@@ -27,8 +27,9 @@ setup(
     extras_require={
         # pyarrow 20+ needs numpy 2, which mindspore 2.10 cannot run with
         # datasets: HFDataLoader's tests (pandas 2.x and pyarrow < 20 stay on numpy 1.x)
-        "test": ["pytest>=7", "pytest-timeout>=2", "gguf>=0.10", "pyarrow>=14,<20", "datasets>=4.0,<5", "pandas<3",
-                 "import-linter>=2.0"],
+        # pytest-xdist: README's test command runs the suite on two workers
+        "test": ["pytest>=7", "pytest-timeout>=2", "pytest-xdist>=3", "gguf>=0.10", "pyarrow>=14,<20",
+                 "datasets>=4.0,<5", "pandas<3", "import-linter>=2.0"],
         # reference tools for fixture scripts and benchmarks, never runtime dependencies
         # (datasets for bench/preprocess.py; pyarrow 20+ and pandas 3 need numpy 2, which mindspore cannot run with)
         "bench": ["torch==2.13.0", "transformers>=4.45", "datasets>=2.19", "pyarrow>=14,<20", "pandas<3"],
