@@ -1,5 +1,5 @@
-"""Run checkpoints: atomic save of weights + optimizer state + run state, finding the one to resume, restoring
-optimizer state. Loading weights into a model is weights.py."""
+"""Run checkpoints: atomic save of weights + optimizer state + run state, listing, pruning and resolving them.
+Loading weights into a model is weights.py; resuming a run (the checkpoint to resume, optimizer state) resume.py."""
 import json
 import os
 import re
@@ -10,7 +10,6 @@ from typing import Dict, Iterable, List, Optional
 import numpy as np
 
 from ..tools.rundir import disk_error, pid_alive
-from .safetensors_io import read_safetensors
 
 LATEST = "latest"
 MODEL_FILE = "model.safetensors"
@@ -201,60 +200,3 @@ def read_state(checkpoint_dir: str) -> dict:
             return json.load(f)
     except (OSError, ValueError) as e:
         raise ValueError(f"resume: {path} is missing or unreadable ({e})") from None
-
-
-def find_resume_checkpoint(load_checkpoint: str, resume, by_time: bool = False) -> str:
-    """The checkpoint directory to resume from: `resume` names one under `load_checkpoint`, or True = the latest
-    (the one `latest` names; with `by_time`, upstream's resume_by_last_timestamp_ckpt, the newest written)."""
-    if not load_checkpoint:
-        raise ValueError("resume_training needs load_checkpoint: the checkpoint directory of the run to resume "
-                         "(e.g. output/checkpoint)")
-    if isinstance(resume, str):
-        candidate = os.path.join(load_checkpoint, resume)
-        if not os.path.isfile(os.path.join(candidate, STATE_FILE)):
-            raise FileNotFoundError(f"resume_training: no complete checkpoint '{resume}' in {load_checkpoint}")
-        return candidate
-    if os.path.isfile(os.path.join(load_checkpoint, STATE_FILE)):
-        return load_checkpoint
-    latest = os.path.join(load_checkpoint, LATEST)
-    if by_time:
-        found = list_checkpoints(load_checkpoint)
-        if found:
-            return max(found, key=lambda d: os.path.getmtime(os.path.join(d, STATE_FILE)))
-    if os.path.isfile(latest):
-        with open(latest, encoding="utf-8") as f:
-            candidate = os.path.join(load_checkpoint, f.read().strip())
-        if os.path.isfile(os.path.join(candidate, STATE_FILE)):
-            return candidate
-    found = list_checkpoints(load_checkpoint)
-    if not found:
-        raise FileNotFoundError(f"resume_training: {load_checkpoint} holds no complete checkpoint to resume from "
-                                f"(set resume_training: False to start a new run)")
-    return found[-1]
-
-
-def load_train_state(train_state, checkpoint_dir: str, network):
-    """Restore optimizer (and loss-scale) state saved by save_checkpoint into `train_state`, exactly."""
-    import mindspore as ms
-
-    path = os.path.join(checkpoint_dir, OPTIMIZER_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"resume: {path} is missing; the checkpoint was saved without optimizer state "
-                                f"(CheckpointMonitor save_optimizer: False) and cannot resume training exactly")
-    saved = read_safetensors(path)
-    if getattr(network, "tensor_parallel", None) is not None:  # whole tensors in the file: this rank's slices
-        saved = network.tensor_parallel.local_state(saved)
-    weights = {p.name for p in network.get_parameters()}
-    own = {p.name: p for p in train_state.get_parameters() if p.name not in weights}
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"resume: {path} does not fit this optimizer/train step: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]} (was the optimizer or runner_wrapper changed?)")
-    for name, param in own.items():
-        value = saved[name]
-        if value.size != param.size:
-            raise ValueError(f"resume: {name} has shape {value.shape} in {path} but {param.shape} here")
-        # scalars may come back as shape (1,): same data
-        value = value.reshape(param.shape).astype(ms.dtype_to_nptype(param.dtype), copy=False)
-        param.set_data(ms.Tensor(value))

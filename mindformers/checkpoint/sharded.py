@@ -9,22 +9,25 @@ A semi-auto parallel run saves the same layout with one run checkpoint per step 
 (`save_rank_checkpoint`, called by CheckpointMonitor on every rank): <dir>/rank_<r>/<prefix>-step<N>/ holds rank
 r's slices of the weights and of the optimizer state, with state.json and `latest` as in a one-process run, and
 MindSpore's own strategy file of that rank (ms_strategy.ckpt) when the run wrote one. Loading such a directory
-merges the step `latest` of rank_0 names, which every rank must hold.
+merges the step `latest` of rank_0 names, which every rank must hold; loading one rank's step directory merges
+that step (resume_training does, for the weights and, from optimizer.safetensors, the optimizer state).
 
-Merging reads, for every parameter, the slices of the ranks at data/context index 0 on a stage that holds
-it (and, for experts, on the expert group's ranks) and concatenates them along the split dims; the data-
-parallel replicas are not read. Re-slicing cuts the merged tensors with a second plan, so a checkpoint moves
-between any two layouts of the same model (dp/mp/pp/ep changes), which is what `auto_trans_ckpt` does at load.
+Merging reads, for every parameter (and every optimizer state `<prefix>.<parameter>`, split like its parameter),
+the slices of the ranks at data/context index 0 on a stage that holds it (and, for experts, on the expert group's
+ranks) and concatenates them along the split dims; the data-parallel replicas are not read. Re-slicing cuts the
+merged tensors with a second plan, so a checkpoint moves between any two layouts of the same model (dp/mp/pp/ep
+changes), which is what `auto_trans_ckpt` does at load.
 """
 import json
 import os
+import re
 import shutil
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..parallel.plan import ShardPlan
-from .checkpoint import resolve_checkpoint, write_checkpoint
+from .checkpoint import STATE_FILE, resolve_checkpoint, write_checkpoint
 from .safetensors_io import read_safetensors
 
 STRATEGY_FILE = "strategy.json"
@@ -57,6 +60,16 @@ def save_sharded(weights: Dict[str, np.ndarray], plan: ShardPlan, directory: str
     plan.save(os.path.join(directory, STRATEGY_FILE))
 
 
+def param_of(key: str, plan: ShardPlan) -> Optional[str]:
+    """The parameter a checkpoint entry is cut like: itself, or `<parameter>` for optimizer state
+    `<prefix>.<parameter>` (adam_m., accu_grads., ...); None for entries of no parameter (step counters, the loss
+    scale), which every rank holds whole."""
+    if key in plan.params:
+        return key
+    name = key.split(".", 1)[-1]
+    return name if name in plan.params else None
+
+
 def rank_slices(arrays: Dict[str, np.ndarray], plan: ShardPlan, rank: int,
                 what: str = "weights") -> Dict[str, np.ndarray]:
     """Rank `rank`'s part of `arrays`: weights, or optimizer state named `<prefix>.<parameter>`.
@@ -66,8 +79,8 @@ def rank_slices(arrays: Dict[str, np.ndarray], plan: ShardPlan, rank: int,
     compiling) is kept; entries of no parameter (step counters, the loss scale) are kept as they are."""
     out = {}
     for key, value in arrays.items():
-        name = key if key in plan.params else key.split(".", 1)[-1]
-        if name not in plan.params:
+        name = param_of(key, plan)
+        if name is None:
             out[key] = value
             continue
         if not plan.holds(name, rank):
@@ -103,11 +116,11 @@ def save_rank_checkpoint(directory: str, prefix: str, step: int, rank: int, plan
     return path
 
 
-def _rank_file(directory: str, rank: int, step_name: Optional[str]) -> str:
-    """rank_<r>/model.safetensors, or in a run's per-rank layout rank_<r>/<step_name>/model.safetensors."""
+def _rank_file(directory: str, rank: int, step_name: Optional[str], file: str = SHARD_FILE) -> str:
+    """rank_<r>/model.safetensors, or in a run's per-rank layout rank_<r>/<step_name>/<file>."""
     if step_name is None:
-        return os.path.join(directory, f"rank_{rank}", SHARD_FILE)
-    return os.path.join(directory, f"rank_{rank}", step_name, SHARD_FILE)
+        return os.path.join(directory, f"rank_{rank}", file)
+    return os.path.join(directory, f"rank_{rank}", step_name, file)
 
 
 def _step_name(directory: str) -> Optional[str]:
@@ -119,17 +132,31 @@ def _step_name(directory: str) -> Optional[str]:
     return os.path.basename(os.path.dirname(resolve_checkpoint(rank0, f"sharded checkpoint {directory}")))
 
 
-def merge_sharded(directory: str) -> Dict[str, np.ndarray]:
+def rank_step(path: str) -> Optional[Tuple[str, str]]:
+    """(sharded directory, step name) when `path` is one rank's step of a run's per-rank checkpoints
+    (<dir>/rank_<r>/<prefix>-step<N>/ beside <dir>/strategy.json), else None. Such a directory stands for that
+    step of the whole run: a rank's slices alone fit no model."""
+    step_dir = os.path.normpath(os.path.abspath(path))
+    rank_dir = os.path.dirname(step_dir)
+    directory = os.path.dirname(rank_dir)
+    if (re.fullmatch(r"rank_\d+", os.path.basename(rank_dir)) and is_sharded(directory)
+            and os.path.isfile(os.path.join(step_dir, STATE_FILE))):
+        return directory, os.path.basename(step_dir)
+    return None
+
+
+def merge_sharded(directory: str, step_name: Optional[str] = None, file: str = SHARD_FILE) -> Dict[str, np.ndarray]:
     """The full weights of a sharded checkpoint directory (shards in rank_<r>/, or a run's per-rank checkpoints:
-    the step rank_0's `latest` names)."""
+    step `step_name`, by default the one rank_0's `latest` names); with `file` optimizer.safetensors, that step's
+    full optimizer state (an entry of no parameter, the same on every rank, is taken from the first rank read)."""
     plan = ShardPlan.load(os.path.join(directory, STRATEGY_FILE))
     lay = plan.layout
-    step_name = _step_name(directory)
+    step_name = step_name or _step_name(directory)
     cache: Dict[int, Dict[str, np.ndarray]] = {}
 
     def shard(rank: int) -> Dict[str, np.ndarray]:
         if rank not in cache:
-            path = _rank_file(directory, rank, step_name)
+            path = _rank_file(directory, rank, step_name, file)
             if not os.path.isfile(path):
                 step = f"; rank_0's latest checkpoint is {step_name}, which every rank must hold" if step_name else ""
                 raise FileNotFoundError(f"sharded checkpoint {directory}: {path} is missing (strategy.json "
@@ -137,26 +164,36 @@ def merge_sharded(directory: str) -> Dict[str, np.ndarray]:
             cache[rank] = read_safetensors(path)
         return cache[rank]
 
-    merged = {}
-    for name, info in plan.params.items():
-        stage = info.stages[0]
-        # the first data index of the expert group (groups are contiguous blocks of dp / ep data indices)
+    def owners(name: str) -> List[int]:
+        # data/context index 0 (for experts the first of the expert group: groups are contiguous blocks of
+        # dp / ep data indices) of the first stage holding it, every mp index it is split over
+        info = plan.params[name]
         dp = 0 if info.expert_group is None else info.expert_group * (lay.dp // lay.ep)
+        return [lay.rank(pp=info.stages[0], dp=dp, mp=mp) for mp in range(lay.mp if "mp" in info.split else 1)]
+
+    ranks = sorted({rank for name in plan.params for rank in owners(name)})
+    # weights: every parameter of the plan; optimizer state: whatever its owners hold
+    keys = list(plan.params) if file == SHARD_FILE else sorted({key for rank in ranks for key in shard(rank)})
+    merged = {}
+    for key in keys:
+        name = param_of(key, plan)
+        if name is None:
+            merged[key] = next(shard(rank)[key] for rank in ranks if key in shard(rank))
+            continue
         full = None
-        for mp in range(lay.mp if "mp" in info.split else 1):
-            rank = lay.rank(pp=stage, dp=dp, mp=mp)
-            piece = shard(rank).get(name)
+        for rank in owners(name):
+            piece = shard(rank).get(key)
             if piece is None:
-                raise ValueError(f"sharded checkpoint {directory}: rank_{rank} lacks {name}, which strategy.json "
+                raise ValueError(f"sharded checkpoint {directory}: rank_{rank} lacks {key}, which strategy.json "
                                  f"places there")
             expected = plan.local_shape(name)
             if tuple(piece.shape) != expected:
-                raise ValueError(f"sharded checkpoint {directory}: rank_{rank} {name} has shape "
+                raise ValueError(f"sharded checkpoint {directory}: rank_{rank} {key} has shape "
                                  f"{tuple(piece.shape)}, strategy.json says {expected}")
             if full is None:
-                full = np.empty(info.shape, piece.dtype)
+                full = np.empty(plan.params[name].shape, piece.dtype)
             full[plan.slice_index(name, rank)] = piece
-        merged[name] = full
+        merged[key] = full
     return merged
 
 

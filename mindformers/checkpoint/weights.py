@@ -9,7 +9,7 @@ import numpy as np
 from ..modules.moe import is_step_state
 from .checkpoint import resolve_checkpoint
 from .safetensors_io import read_safetensors
-from .sharded import is_sharded, merge_sharded, read_strategy_summary
+from .sharded import is_sharded, merge_sharded, rank_step, read_strategy_summary
 from .torch_pickle import is_pickle_file, read_torch_weights, refuse
 
 
@@ -63,13 +63,16 @@ def assign_weights(network, weights: Dict[str, np.ndarray], source: str, strict:
 
 def load_weights(network, path: str, strict: bool = True, allow_pickle: bool = False,
                  expected_format: Optional[str] = None, key: str = "load_checkpoint") -> Dict[str, list]:
-    """Load the weights at `path` (a file, a run's checkpoint directory, or per-rank shards) into `network`.
+    """Load the weights at `path` (a file, a run's checkpoint directory, per-rank shards, or one rank's step of a
+    semi-auto run's per-rank checkpoints, which stands for that step of every rank) into `network`.
 
     `expected_format` (load_ckpt_format: safetensors or ckpt) must match the weights file found; errors name the
     config `key` that gave the path."""
-    if is_sharded(path):  # auto_trans_ckpt: per-rank shards are merged into the full weights first
-        file = f"{path} (sharded: {read_strategy_summary(path)})"
-        weights = merge_sharded(path)
+    step = rank_step(path)  # one rank's step of a run's per-rank checkpoints: that step of every rank
+    if is_sharded(path) or step:  # auto_trans_ckpt: per-rank shards are merged into the full weights first
+        directory, step_name = step or (path, None)
+        file = f"{path} (sharded: {read_strategy_summary(directory)})"
+        weights = merge_sharded(directory, step_name)
     else:
         file = resolve_checkpoint(path, key)
         if expected_format and not file.endswith("." + expected_format):

@@ -79,8 +79,12 @@ SCHEMA: Dict[str, Any] = {
             "resume_by_last_timestamp_ckpt"),
     "profile_level": Refused("per-request latency profiling of predict is not implemented; use profile: True "
                              "with profiler_level", inert=(None, 1)),
-    **_keys("transform_process_num load_ckpt_async postprocess_use_numpy micro_batch_interleave_num",
+    **_keys("transform_process_num load_ckpt_async postprocess_use_numpy",
             rule=NoEffect("a speed setting with no effect on results")),
+    # upstream multiplies the per-card batch by it under semi-auto and sums the slices' losses: not only speed
+    "micro_batch_interleave_num": Refused("upstream's MicroBatchInterleaved (each batch cut into N interleaved "
+                                          "slices whose losses are summed) is not implemented; set it to 1",
+                                          inert=(None, 1)),
     **_keys("auto_tune filepath_prefix autotune_per_step",
             rule=NoEffect("MindSpore dataset autotuning only tunes pipeline speed")),
     "use_legacy": NoEffect("upstream's legacy and mcore model stacks both map onto this suite's one model "
@@ -267,26 +271,17 @@ def _check_parallel(cfg, device: str, errors: List[str]):
 
 def _check_semi_auto(cfg, layout, pipeline: bool, errors: List[str]):
     """What semi-auto parallel (and its pipeline) is not wired to run with."""
-    if cfg.get("resume_training"):
-        errors.append(f"{cfg.where('resume_training')}: 'resume_training' is not supported under semi-auto parallel: "
-                      f"the per-rank checkpoints' optimizer state is saved but not reloaded; start from the merged "
-                      f"weights with load_checkpoint: <output_dir>/checkpoint instead")
     if layout.get("optimizer_shard") is True and (cfg.get("parallel") or {}).get("enable_parallel_optimizer") is False:
         errors.append(f"{cfg.where('parallel_config', 'optimizer_shard')}: 'parallel_config.optimizer_shard: True' "
                       f"contradicts parallel.enable_parallel_optimizer: False, which decides; set one of them")
     if not pipeline:
         return
-    runner = cfg.get("runner_config") or {}
-    accum, batch = runner.get("gradient_accumulation_steps"), runner.get("batch_size")
-    micro = layout.get("micro_batch_num")
+    # runner_config.batch_size is one micro-batch, as upstream: a step reads micro_batch_num of them (parallel/batch.py)
+    accum = (cfg.get("runner_config") or {}).get("gradient_accumulation_steps")
     if _int(accum) > 1:
         errors.append(f"{cfg.where('runner_config', 'gradient_accumulation_steps')}: 'runner_config."
                       f"gradient_accumulation_steps: {accum}' is not supported with pipeline_stage > 1: the pipeline's "
                       f"micro_batch_num micro-batches are the accumulation; set it to 1")
-    if _int(batch) and _int(micro) and _int(batch) % _int(micro):
-        errors.append(f"{cfg.where('parallel_config', 'micro_batch_num')}: 'parallel_config.micro_batch_num: {micro}' "
-                      f"must divide runner_config.batch_size ({batch}): each step's batch is cut into micro_batch_num "
-                      f"micro-batches (upstream's batch_size is one micro-batch: use batch_size x micro_batch_num)")
     if cfg.get("preference"):
         errors.append(f"{cfg.where('preference')}: a 'preference' section is not supported with pipeline_stage > 1: "
                       f"its loss and reference model are not placed on stages; remove it or set pipeline_stage: 1")

@@ -217,7 +217,7 @@ def _init_distributed(config, device: str):
     if mode_name != "data_parallel":
         kwargs = {"pipeline_stages": layout.pp,
                   "enable_parallel_optimizer": bool(parallel.get("enable_parallel_optimizer", layout.optimizer_shard)),
-                  **layout_keys}
+                  **semi_auto_dataset_keys(layout_keys)}
     elif layout_keys:
         logger.info("parallel.%s: no effect in data_parallel mode (MindSpore reads them under semi-auto/auto "
                     "parallel only)", ", parallel.".join(layout_keys))
@@ -231,6 +231,20 @@ SEMI_AUTO_KEYS = ("full_batch", "dataset_strategy", "search_mode", "enable_allto
                   "strategy_ckpt_save_file", "strategy_ckpt_load_file", "parallel_optimizer_config",
                   "pipeline_config", "loss_repeated_mean", "gradient_fp32_sync")
 _MODE_NAMES = {0: "data_parallel", 1: "semi_auto_parallel", 2: "auto_parallel", 3: "hybrid_parallel"}
+
+
+def semi_auto_dataset_keys(keys: dict) -> dict:
+    """`keys` with parallel.dataset_strategy as upstream hands it to MindSpore, which takes only a str or tuples:
+    a YAML list becomes tuples, and with full_batch: True it is dropped (upstream resets it to 'full_batch'; MindSpore
+    would split the inputs by it all the same, while every rank reads the whole batch: parallel/batch.py)."""
+    strategy = keys.get("dataset_strategy")
+    if not isinstance(strategy, (list, tuple)):
+        return keys
+    if keys.get("full_batch"):
+        logger.info("parallel.full_batch: True: every rank reads the whole batch, so parallel.dataset_strategy %s "
+                    "is replaced by 'full_batch', as upstream does", strategy)
+        return {k: v for k, v in keys.items() if k != "dataset_strategy"}
+    return {**keys, "dataset_strategy": tuple(tuple(s) for s in strategy)}
 
 
 def parallel_mode_name(config) -> str:

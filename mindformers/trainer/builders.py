@@ -17,7 +17,8 @@ from ..core.optim import get_optimizer_grouped_parameters
 from ..modules.moe import EXPERT_LOAD
 from ..models.hf import config_from_section, from_pretrained, tokenizer_from_hf
 from ..parallel import MeshLayout, ShardPlan, apply_plan
-from ..parallel.tensor_parallel import apply_tensor_parallel, data_parallel_rank, tensor_parallel_size
+from ..parallel.batch import StepBatch, step_batch
+from ..parallel.tensor_parallel import apply_tensor_parallel, tensor_parallel_size
 from ..pet import apply_lora, has_lora, load_adapter, merge_lora, trainable_summary
 from ..tools.paths import resolve_repo_path
 from ..tools.register import MindFormerModuleType as T
@@ -173,18 +174,29 @@ def build_dataset(config, split: str, tokenizer, seq_length: int, batch_size: in
         raise ValueError(f"{split}_dataset is not set in the config")
     dataset_config["batch_size"] = batch_size
     task["dataset_config"] = dataset_config
-    rank_id, device_num = data_parallel_rank(config, env["rank_id"], env["device_num"])
+    shard = step_batch(config, env["rank_id"], env["device_num"])
     return build_from_config(task, T.DATASET, tokenizer=tokenizer, seq_length=seq_length,
-                             rank_id=rank_id, device_num=device_num,
+                             rank_id=shard.shard, device_num=shard.shards,
                              seed=int(config.get("seed") or 0), skip_samples=skip_samples,
                              vocab_size=vocab_size)
 
 
-def build_train_step(config, network, planned_steps: int, accum: int, replicas: int = 1):
+def train_batch(config, env: dict) -> StepBatch:
+    """What each training step reads (parallel/batch.py); under semi-auto parallel, where batch_size is one
+    micro-batch per data-parallel replica as upstream, the per-step and global batch are logged."""
+    batch = step_batch(config, env["rank_id"], env["device_num"])
+    if batch.formula:
+        logger.info("runner_config.batch_size under semi-auto parallel: %s", batch.formula)
+    return batch
+
+
+def build_train_step(config, network, planned_steps: int, accum: int, batch: Optional[StepBatch] = None):
     """(train step, LR schedule, monitor groups): the optimizer, with its LR schedule over the planned steps,
     wrapped in the runner_wrapper cell; the parameter-norm groups of monitor_config (None when it is off)."""
-    # lr_scale counts data-parallel replicas (`replicas`): the workers of one tensor-parallel group train one
-    lr, params = schedules_and_groups(config, network, planned_steps, replicas)
+    # lr_scale: workers = distinct data shards (one tensor-parallel group trains one copy on one batch); per-worker
+    # batch = one forward pass's samples (all micro-batches under pipeline parallel), accumulation not counted
+    workers, per_worker = (batch.shards, batch.rows // accum) if batch is not None else (1, None)
+    lr, params = schedules_and_groups(config, network, planned_steps, workers, per_worker)
     opt_cfg = dict(config.optimizer)
     opt_cfg.pop("swap", None)  # upstream's key; the config check refuses any value but False
     optimizer = build_from_config(opt_cfg, T.OPTIMIZER, params=params, learning_rate=lr)
@@ -208,21 +220,21 @@ def build_train_step(config, network, planned_steps: int, accum: int, replicas: 
     return train_step, lr, groups
 
 
-def scaled_learning_rate(config, section: dict, device_num: int) -> dict:
+def scaled_learning_rate(config, section: dict, device_num: int, per_worker: Optional[int] = None) -> dict:
     """Upstream's lr_scale on a schedule section: its rate (learning_rate, or base_lr) x workers x per-worker
-    batch / lr_scale_factor (default 256)."""
+    batch (runner_config.batch_size unless given) / lr_scale_factor (default 256)."""
     if not config.get("lr_scale"):
         return section
     key = "learning_rate" if "learning_rate" in section else "base_lr"
     factor = config.get("lr_scale_factor") or 256
-    per_worker = int((config.get("runner_config") or {}).get("batch_size") or 1)
+    per_worker = per_worker or int((config.get("runner_config") or {}).get("batch_size") or 1)
     scaled = float(section[key]) * device_num * per_worker / factor
     logger.info("lr_scale: %s %g -> %g (x %d workers x batch %d / %s)", key, float(section[key]), scaled,
                 device_num, per_worker, factor)
     return {**section, key: scaled}
 
 
-def schedules_and_groups(config, network, planned_steps: int, device_num: int):
+def schedules_and_groups(config, network, planned_steps: int, device_num: int, per_worker: Optional[int] = None):
     """The run's LR schedule (the logged one) and the optimizer's parameter groups: weight-decay groups, each
     split by `grouped_lr_schedule` (a group with its own schedule carries it as "lr")."""
     grouped = plain(config.get("grouped_lr_schedule") or {})
@@ -230,10 +242,11 @@ def schedules_and_groups(config, network, planned_steps: int, device_num: int):
         raise ValueError("grouped_lr_schedule replaces lr_schedule (its `default` is the schedule); set only one")
     params = get_optimizer_grouped_parameters(network, (config.optimizer or {}).get("weight_decay", 0.0) or 0.0)
     if not grouped:
-        return build_lr_schedule(scaled_learning_rate(config, dict(config.lr_schedule), device_num),
+        return build_lr_schedule(scaled_learning_rate(config, dict(config.lr_schedule), device_num, per_worker),
                                  planned_steps), params
-    grouped["default"] = scaled_learning_rate(config, grouped.get("default") or {}, device_num)
-    grouped["grouped"] = [scaled_learning_rate(config, g, device_num) for g in grouped.get("grouped") or []]
+    grouped["default"] = scaled_learning_rate(config, grouped.get("default") or {}, device_num, per_worker)
+    grouped["grouped"] = [scaled_learning_rate(config, g, device_num, per_worker)
+                          for g in grouped.get("grouped") or []]
     lr, lr_groups = build_grouped_lr_schedule(grouped, [p.name for p in network.trainable_params()], planned_steps)
     owner = {name: schedule for names, schedule in lr_groups for name in names}
     split = []

@@ -17,14 +17,13 @@ from ..evaluation import format_table
 from ..evaluation.during_training import EvalDuringTraining
 from ..evaluation.scoring import score_dataset
 from ..generation.predict import continue_prompts, predict_generation_config, read_prompts
-from ..parallel.tensor_parallel import data_parallel_rank
 from ..pet import has_lora, save_adapter
 from ..tools.register import MindFormerModuleType as T
 from ..tools.register import MindFormerRegister, build_from_config
 from ..tools.rundir import MIN_FREE_BYTES, check_output_dir, checkpoint_bytes
 from .builders import (balance_callback, build_dataset, build_model, build_tokenizer, build_train_step,
                        check_columns_fit, check_vocab, observers, preference_network,
-                       apply_parallel_layout)
+                       apply_parallel_layout, train_batch)
 from .loop import data_skip_steps, run_loop
 
 logger = logging.getLogger("mindformers")
@@ -71,7 +70,6 @@ class CausalLanguageModelingTrainer:
         os.makedirs(output_dir, exist_ok=True)
         runner = config.get("runner_config") or {}
         accum = int(runner.get("gradient_accumulation_steps") or 1)
-        batch_size = int(runner.get("batch_size") or config.train_dataset.get("batch_size") or 1)
         epochs = int(runner.get("epochs") or 1)
 
         resume_dir = None
@@ -96,9 +94,10 @@ class CausalLanguageModelingTrainer:
                 changes = _dict_diff(state.get("model") or {}, plain(config.get("model") or {}), "model")
                 logger.warning("resuming from %s, saved with a different model config%s", resume_dir,
                                f": {'; '.join(changes[:10])}" if changes else "")
-        global_batch = batch_size * accum
-        # data-parallel replicas: the workers of one tensor-parallel group train one copy of the model on one batch
-        replicas = data_parallel_rank(config, 0, env["device_num"])[1]
+        # what this worker reads per step (runner_config.batch_size as upstream means it in each parallel mode) and
+        # the distinct data shards read alongside it: the workers of one tensor-parallel group read one
+        batch = train_batch(config, env)
+        global_batch, replicas = batch.rows, batch.shards
         if dataset is None:
             dataset = build_dataset(config, "train", tokenizer, seq_length, global_batch, env,
                                           skip_samples=data_skip_steps(config, start_step) * global_batch,
@@ -118,7 +117,7 @@ class CausalLanguageModelingTrainer:
 
         step_network = preference_network(config, network)  # a reward model is the network itself
         check_columns_fit(dataset, step_network)
-        train_step, lr, monitor_groups = build_train_step(config, step_network, planned_steps, accum, replicas)
+        train_step, lr, monitor_groups = build_train_step(config, step_network, planned_steps, accum, batch)
         if resume_dir:
             load_train_state(train_step, resume_dir, network)
             logger.info("resumed from %s at step %d", resume_dir, start_step)

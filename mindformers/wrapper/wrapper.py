@@ -3,6 +3,7 @@ from typing import Optional, Union
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
+from mindspore.communication import get_group_size
 
 from mindformers.modules.layers import row_reduce
 from mindformers.parallel.semi_auto import create_stage_group, pipeline_cell
@@ -26,7 +27,8 @@ class MFTrainOneStepCell(nn.Cell):
     `construct(*inputs)` runs `network(*inputs)` (a scalar loss), back-propagates `loss * scale`, reduces
     gradients across data-parallel ranks, unscales them, skips the update if any is NaN/Inf (and lets the
     loss scaler back off), optionally clips them to `max_grad_norm` by global norm, applies the optimizer
-    and returns `(loss, overflow, loss_scale, global_norm)`: the mean loss, whether the step was skipped,
+    and returns `(loss, overflow, loss_scale, global_norm)`: the mean loss (averaged over the data-parallel ranks,
+    so every rank reports the global batch's loss), whether the step was skipped,
     the scale used and the unclipped global gradient norm.
 
     With `gradient_accumulation_steps=k` every input holds k micro-batches stacked on axis 0; their
@@ -73,14 +75,19 @@ class MFTrainOneStepCell(nn.Cell):
         self.grad_reducer = ops.identity
         self.split_mask = None
         self.stage_sum = None  # pipeline parallel: sums the gradient norm's squares over the stages
+        # data parallel: the loss reported is the mean over the dp ranks, i.e. the global batch's loss
+        self.loss_sum, self.dp_size = None, 1
         if tensor_parallel is not None:
             self.grad_reducer = gradient_reducer(self.weights, tensor_parallel,
                                                  ms.get_auto_parallel_context("gradients_mean"))
             self.split_mask = split_mask(self.weights, tensor_parallel)
             self.mp_sum = ops.AllReduce(group=tensor_parallel.mp_group)
+            if tensor_parallel.dp > 1:
+                self.loss_sum, self.dp_size = ops.AllReduce(group=tensor_parallel.dp_group), tensor_parallel.dp
         elif ms.get_auto_parallel_context("parallel_mode") in ("data_parallel", "hybrid_parallel"):
             # degree=None: average over the communication group's size (device_num may be left unset).
             self.grad_reducer = nn.DistributedGradReducer(self.weights, ms.get_auto_parallel_context("gradients_mean"))
+            self.loss_sum, self.dp_size = ops.AllReduce(), get_group_size()
 
     def construct(self, *inputs):
         """One training step on `inputs`; returns (loss, overflow, loss_scale, global_norm[, group norms])."""
@@ -91,6 +98,8 @@ class MFTrainOneStepCell(nn.Cell):
         else:
             loss, grads = self._accumulate(inputs, scale)
         grads = self.grad_reducer(grads)
+        if self.loss_sum is not None:
+            loss = self.loss_sum(loss) / self.dp_size
         # summed row by row first: a CPU reduction straight to a scalar is slower (see layers.row_reduce)
         squares = ops.stack([row_reduce(ops.square(ops.cast(g, ms.float32))).sum() for g in grads])
         if self.split_mask is not None:  # tensor parallel: a split weight's square norm is the sum of its slices'

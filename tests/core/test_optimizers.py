@@ -8,7 +8,7 @@ import pytest
 from mindspore import Parameter, Tensor
 
 from mindformers.config import load_config
-from mindformers.core.optim import SGD, Adafactor, Adam, Lion
+from mindformers.core.optim import SGD, Adafactor, Adam, AdamW, Lion
 from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -188,3 +188,17 @@ def test_sgd_momentum_resumes_exactly(tmp_path):
                            "load_checkpoint": str(tmp_path / "b" / "checkpoint")}))
     assert [r["loss"] for r in resumed] == [r["loss"] for r in straight[2:]]
     ms.set_seed(0)
+
+
+@pytest.mark.parametrize("cls, kwargs", [(AdamW, {"amsgrad": True}), (SGD, {"momentum": 0.9}), (Lion, {}),
+                                         (Adafactor, {})])
+def test_state_of_a_parameter_s_shape_is_its_clone(cls, kwargs):
+    """What MindSpore's semi-auto compile walks to cut optimizer state like its weight (param_info.cloned_obj,
+    as Parameter.clone registers): every state shaped like its parameter, none of another shape."""
+    params = [Parameter(Tensor(w.copy()), name=f"p{i}") for i, w in enumerate(W0)]
+    opt = cls(params, **kwargs)
+    for p in params:
+        clones = getattr(p.param_info, "cloned_obj", [])
+        states = [s for s in opt.get_parameters() if s.name.endswith("." + p.name)]
+        assert states and [s.name for s in clones] == [s.name for s in states if s.shape == p.shape]
+        assert all(any(c is s for s in states) for c in clones)

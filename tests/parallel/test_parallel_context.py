@@ -6,7 +6,7 @@ import mindspore.communication as comm
 import pytest
 
 from mindformers.config import MindFormerConfig
-from mindformers.core.context import build_context
+from mindformers.core.context import build_context, semi_auto_dataset_keys
 
 
 @pytest.fixture
@@ -62,3 +62,15 @@ def test_parallel_config_without_use_parallel_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="mindformers"):
         build_context(cfg)
     assert "parallel_config asks for 8 devices (dp=2 mp=4 pp=1 cp=1) but use_parallel is False" in caplog.text
+
+
+def test_dataset_strategy_reaches_mindspore_as_upstream_passes_it(caplog):
+    """MindSpore takes only a str or tuples: a YAML list becomes tuples; with full_batch: True it is dropped, as
+    upstream resets it (every rank reads the whole batch: parallel/batch.py)."""
+    keys = {"full_batch": False, "dataset_strategy": [[2, 1], [2, 1]], "search_mode": "sharding_propagation"}
+    assert semi_auto_dataset_keys(keys) == {**keys, "dataset_strategy": ((2, 1), (2, 1))}
+    with caplog.at_level(logging.INFO, logger="mindformers"):
+        assert semi_auto_dataset_keys({**keys, "full_batch": True}) == {"full_batch": True,
+                                                                         "search_mode": "sharding_propagation"}
+    assert "parallel.dataset_strategy [[2, 1], [2, 1]] is replaced by 'full_batch'" in caplog.text
+    assert semi_auto_dataset_keys({"dataset_strategy": "full_batch"}) == {"dataset_strategy": "full_batch"}

@@ -2,6 +2,7 @@
 the pipeline cell and train step, stage placement, expert and sequence-parallel strategies, per-rank checkpoints
 written by the checkpoint callback and merged at load, and the config rules that refuse what is not wired."""
 import json
+import logging
 import os
 
 import mindspore as ms
@@ -18,7 +19,10 @@ from mindformers.core.callback import CallbackParams, CheckpointMonitor
 from mindformers.models import LlamaConfig, LlamaForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 from mindformers.modules.layers import RMSNorm
 from mindformers.parallel import MeshLayout, ShardPlan, apply_plan
+from mindformers.parallel.batch import step_batch
 from mindformers.parallel.semi_auto import SeqParallelRMSNorm, pipeline_cell, stage_group_ranks
+from mindformers.trainer.builders import (apply_parallel_layout, build_dataset, build_tokenizer, build_train_step,
+                                          train_batch)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = os.path.join(ROOT, "configs/llama/pretrain_llama_tiny.yaml")
@@ -97,6 +101,59 @@ def test_pipeline_train_step_needs_semi_auto_parallel():
     net = llama_planned_pp2()
     with pytest.raises(ValueError, match="pipeline parallel needs parallel_mode semi_auto_parallel"):
         MFPipelineWithLossScaleCell(net, nn.SGD(net.trainable_params()), micro_batch_num=2, stage_group="g")
+
+
+def test_upstream_pipeline_yaml_batch_size_is_one_micro_batch(semi_auto_context, monkeypatch, caplog, pynative_mode):
+    """An upstream 2.x pipeline YAML as it is (batch_size 1, micro_batch_num 4, pipeline_stage 2, 2 devices) is
+    accepted; each step's dataset batch is 4 samples on both stages, logged once, lr_scale counts those 4, and the
+    built pipeline step cuts the batch into 4 micro-batches of 1."""
+    import mindformers.wrapper.wrapper as wrapper
+
+    monkeypatch.setattr(wrapper, "create_stage_group", lambda layout, rank: "pp_stages_test")
+    monkeypatch.setattr("mindspore.communication.get_rank", lambda *a: 0)
+    config = ascend_semi_auto(**{"runner_config.batch_size": 1, "parallel_config.pipeline_stage": 2,
+                                 "parallel_config.micro_batch_num": 4, "lr_scale": True})
+    validate_config(config)
+    with caplog.at_level(logging.INFO, logger="mindformers"):
+        batch = train_batch(config, {"rank_id": 0, "device_num": 2})
+    assert (batch.rows, batch.shard, batch.shards, batch.global_batch) == (4, 0, 1, 4)
+    assert caplog.text.count("each worker reads 4 = batch_size 1 x micro_batch_num 4 per step; global batch 4") == 1
+    assert step_batch(config, 1, 2) == batch  # the last stage reads the samples whose labels it scores
+    env = {"rank_id": 1, "device_num": 2}
+    ids = next(build_dataset(config, "train", build_tokenizer(config), 16, batch.rows, env).create_tuple_iterator())[0]
+    assert ids.shape[0] == 4
+    net = llama()
+    apply_parallel_layout(config, net, env)
+    with caplog.at_level(logging.INFO, logger="mindformers"):
+        step, _, _ = build_train_step(config, net, planned_steps=100, accum=1, batch=batch)
+    assert "(x 1 workers x batch 4 / 256)" in caplog.text
+    assert step.micro_batch_num == 4 and step.network.micro_size == 4
+    micro = [step.network.micro_inputs[i](i, ids)[0].asnumpy() for i in range(4)]
+    for i, rows in enumerate(micro):
+        np.testing.assert_array_equal(rows, ids.asnumpy()[i:i + 1])
+
+
+@pytest.mark.parametrize("layout, parallel, expected", [
+    # upstream's full_batch: False with dataset_strategy ((dp, 1), ...); ranks 0, 1 are stage 0, ranks 2, 3 stage 1
+    ({"data_parallel": 2, "pipeline_stage": 2}, {"dataset_strategy": [[2, 1]]}, [(2, 0, 2), (2, 1, 2)] * 2),
+    # full_batch: True: every rank reads the global batch, batch_size x micro_batch_num x data_parallel
+    ({"data_parallel": 2, "pipeline_stage": 2}, {"full_batch": True}, [(4, 0, 1)] * 4),
+    # no dataset_strategy: MindSpore splits the inputs over all devices of a stage (here mp 2)
+    ({"model_parallel": 2, "pipeline_stage": 2}, {}, [(2, 0, 2), (2, 1, 2)] * 2),
+    # no pipeline: the two ranks of an mp pair read the same shard; gradient accumulation stacks its micro-batches
+    ({"data_parallel": 2, "model_parallel": 2}, {"dataset_strategy": [[2, 1]]}, [(3, 0, 2)] * 2 + [(3, 1, 2)] * 2),
+    # data-parallel mode: batch_size per worker, as before
+    ({"data_parallel": 4}, {"parallel_mode": 0}, [(3, r, 4) for r in range(4)]),
+])
+def test_each_rank_reads_its_shard_of_the_step_batch(layout, parallel, expected):
+    accum, micro = (1, 2) if layout.get("pipeline_stage") else (3, 1)
+    config = ascend_semi_auto(**{"runner_config.batch_size": 1, "runner_config.gradient_accumulation_steps": accum,
+                                 **{f"parallel_config.{k}": v for k, v in {"micro_batch_num": micro, **layout}.items()},
+                                 **{f"parallel.{k}": v for k, v in parallel.items()}})
+    assert [(b.rows, b.shard, b.shards) for b in (step_batch(config, r, 4) for r in range(4))] == expected
+    bad = ascend_semi_auto(**{"parallel_config.data_parallel": 4, "parallel.dataset_strategy": [[3, 1]]})
+    with pytest.raises(ValueError, match=r"dataset_strategy \[\[3, 1\]\]: .* dividing the 4 devices of a stage"):
+        step_batch(bad, 0, 4)
 
 
 # ------------------------------------------------------------------ expert and sequence parallel
@@ -237,11 +294,8 @@ def test_wired_settings_are_accepted_under_ascend_semi_auto_parallel():
                                         "parallel_config.vocab_emb_dp": False, "parallel_config.model_parallel": 2}))
     for options, message in [
         ({"parallel_config.context_parallel": 2}, "context parallel is planned"),
-        ({"parallel_config.pipeline_stage": 2, "parallel_config.micro_batch_num": 3},
-         r"micro_batch_num: 3' must divide runner_config.batch_size \(8\)"),
         ({"parallel_config.pipeline_stage": 2, "parallel_config.micro_batch_num": 2,
           "runner_config.gradient_accumulation_steps": 2}, "gradient_accumulation_steps: 2' is not supported"),
-        ({"resume_training": True}, "'resume_training' is not supported under semi-auto parallel"),
     ]:
         with pytest.raises(ConfigError, match=message):
             validate_config(ascend_semi_auto(**options))

@@ -219,13 +219,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _msrun(out, cache, *extra, env=None):
-    """Start a 2-worker mp=2 run; both runs share a compile cache (the resume run's graphs are the same)."""
-    cmd = [sys.executable, "-m", "mindspore.parallel.cluster.run", "--worker_num=2", "--local_worker_num=2",
-           f"--master_port={_free_port()}", f"--log_dir={out / 'msrun'}", "--join=True",
-           os.path.join(REPO, "run_mindformer.py"), "--config", TINY, "--run_mode", "train", "--output_dir", str(out),
-           "--options", *SETTINGS, "use_parallel=True", "parallel_config.model_parallel=2",
-           "context.enable_compile_cache=True", f"context.compile_cache_path={cache}", *extra]
+def _msrun(out, cache, *extra, env=None, workers=2):
+    """Start an mp=2 run on `workers` workers (dp = workers / 2); runs given one cache share compiled graphs."""
+    cmd = [sys.executable, "-m", "mindspore.parallel.cluster.run", f"--worker_num={workers}",
+           f"--local_worker_num={workers}", f"--master_port={_free_port()}", f"--log_dir={out / 'msrun'}",
+           "--join=True", os.path.join(REPO, "run_mindformer.py"), "--config", TINY, "--run_mode", "train",
+           "--output_dir", str(out), "--options", *SETTINGS, "use_parallel=True", "parallel_config.model_parallel=2",
+           f"parallel_config.data_parallel={workers // 2}", *extra]
+    if cache is not None:
+        cmd += ["context.enable_compile_cache=True", f"context.compile_cache_path={cache}"]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)  # its own process group: a failure stops every worker
 
@@ -293,3 +295,33 @@ def test_mp2_trains_like_one_process_saves_whole_weights_and_resumes(tmp_path):
     assert resume_gap < 1e-6
     workers = sorted((resumed / "msrun").glob("worker_*.log"))
     assert len(workers) == 2 and all("Use the compilation cache" in p.read_text() for p in workers)
+
+
+def test_dp2_mp2_with_a_tied_head_trains_like_one_process(tmp_path):
+    """4 workers, dp 2 x mp 2, the head tied to the (padded, split) embedding: the same losses and weights as one
+    process whose batch is both dp shards' (each step's dp shards together are the one-process step's batch)."""
+    from mindformers.trainer.causal_lm import CausalLanguageModelingTrainer
+    from mindformers.checkpoint import read_weights
+    single, grid = tmp_path / "single", tmp_path / "dp2mp2"
+    tied = "model.model_config.tie_word_embeddings=True"
+    job = _msrun(grid, None, tied, workers=4)
+    try:
+        CausalLanguageModelingTrainer().train(_tiny_config(f"output_dir={single}", *SETTINGS, tied,
+                                                           "runner_config.batch_size=16"))
+    except BaseException:
+        os.killpg(job.pid, signal.SIGKILL)
+        raise
+    _wait(job, grid, timeout=600)
+    one, four = _losses(single), _losses(grid)
+    assert sorted(one) == sorted(four) == list(range(1, STEPS + 1))
+    gap = max(abs(one[s][0] - four[s][0]) for s in one)  # the loss reported is the mean over the dp ranks
+    print(f"max |loss(dp2 x mp2, tied) - loss(1 process)| over {STEPS} steps: {gap:.3g}")
+    assert gap < 1e-5
+    assert max(abs(one[s][1] - four[s][1]) / one[s][1] for s in one) < 1e-4
+    whole = read_weights(str(grid / "checkpoint" / f"llama_tiny-step{STEPS}" / "model.safetensors"))
+    ref = read_weights(str(single / "checkpoint" / f"llama_tiny-step{STEPS}" / "model.safetensors"))
+    assert {k: v.shape for k, v in whole.items()} == {k: v.shape for k, v in ref.items()}
+    assert whole["model.embed_tokens.weight"].shape[0] == 2049
+    weight_gap = max(float(np.abs(whole[k] - ref[k]).max()) for k in ref)
+    print(f"max |weight(dp2 x mp2, tied) - weight(1 process)| after {STEPS} steps: {weight_gap:.3g}")
+    assert weight_gap < 1e-4

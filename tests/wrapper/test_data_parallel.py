@@ -25,7 +25,7 @@ WORKER = textwrap.dedent("""
     cell = make_cell()
     for _ in range(3):
         loss, overflow, scale, norm = cell(X[rank * 4:(rank + 1) * 4], Y[rank * 4:(rank + 1) * 4])
-    np.save({out!r} + f"/rank{{rank}}.npy", np.append(net_weights(cell), norm.asnumpy()))
+    np.save({out!r} + f"/rank{{rank}}.npy", np.append(net_weights(cell), [norm.asnumpy(), loss.asnumpy()]))
 """)
 
 
@@ -47,7 +47,9 @@ def test_two_ranks_match_single_process_on_the_whole_batch(tmp_path):
     rank0, rank1 = np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy")
     cell = make_cell()
     for _ in range(3):
-        _, _, _, norm = cell(X, Y)
-    single = np.append(net_weights(cell), norm.asnumpy())
+        loss, _, _, norm = cell(X, Y)
+    single = np.append(net_weights(cell), [norm.asnumpy(), loss.asnumpy()])
     np.testing.assert_array_equal(rank0, rank1)
-    assert np.abs(rank0 - single).max() < 1e-6  # includes the global norm: gradients are averaged, not summed
+    # includes the global norm (gradients are averaged, not summed) and the loss each rank reports: the mean over
+    # the ranks, i.e. the whole batch's
+    assert np.abs(rank0 - single).max() < 1e-6

@@ -11,6 +11,26 @@ from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 __all__ = ["AdamW", "FP32StateAdamWeightDecay"]
 
 
+def zeros_state(param: Parameter, prefix: str, shape=None, dtype=None) -> Parameter:
+    """Zero optimizer state `<prefix>.<param name>` (of the parameter's shape and dtype unless given).
+
+    State of the parameter's shape is registered as the parameter's clone, as MindSpore's own optimizers' state is
+    (Parameter.clone, upstream's clone_state): under semi-auto parallel the compile cuts a parameter's clones with
+    the parameter's layout, so the state is split like its weight instead of staying whole."""
+    shape = tuple(param.shape) if shape is None else tuple(shape)
+    state = Parameter(initializer("zeros", shape, dtype or param.dtype), name=f"{prefix}.{param.name}")
+    if shape == tuple(param.shape):
+        info = param.param_info
+        state.param_info = info.clone()  # ParamInfo.clone links the pair (cloned index) on MindSpore's side
+        state.name = f"{prefix}.{param.name}"
+        if hasattr(info, "cloned_obj"):
+            info.cloned_obj.append(state)
+        else:
+            info.cloned_obj = [state]
+        param.param_info = info
+    return state
+
+
 @MindFormerRegister.register(MindFormerModuleType.OPTIMIZER)
 class AdamW(nn.Optimizer):
     r"""AdamW (Loshchilov & Hutter) with torch.optim.AdamW's update rule, usable inside a compiled train step.
@@ -84,9 +104,7 @@ class AdamW(nn.Optimizer):
         self._beta2_t = Tensor(self.beta2, ms.float32)
 
     def _zeros_like_params(self, prefix: str) -> ParameterTuple:
-        return ParameterTuple(
-            Parameter(initializer("zeros", p.shape, self.state_dtype or p.dtype), name=f"{prefix}.{p.name}")
-            for p in self._parameters)
+        return ParameterTuple(zeros_state(p, prefix, dtype=self.state_dtype or p.dtype) for p in self._parameters)
 
     def construct(self, gradients):
         """Apply one update from `gradients` (a tuple matching `self.parameters`)."""

@@ -8,11 +8,12 @@ from typing import List, Sequence, Tuple, Union
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, ParameterTuple, nn, ops
-from mindspore.common.initializer import initializer
+from mindspore import ParameterTuple, nn, ops
 
 from mindformers.modules.layers import row_reduce
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+
+from .adamw import zeros_state
 
 F32 = ms.float32
 
@@ -37,8 +38,7 @@ class _StatefulOptimizer(nn.Optimizer):
             (float(weight_decay),) * len(self._parameters)
 
     def _state(self, prefix: str, shape_of=lambda p: p.shape) -> ParameterTuple:
-        return ParameterTuple(Parameter(initializer("zeros", shape_of(p), F32), name=f"{prefix}.{p.name}")
-                              for p in self._parameters)
+        return ParameterTuple(zeros_state(p, prefix, shape_of(p), F32) for p in self._parameters)
 
     def _lr(self, lr, i):
         return lr[i] if self.is_group_lr else lr
