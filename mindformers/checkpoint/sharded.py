@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..parallel.plan import ShardPlan
+from ..parallel.plan import ShardPlan, param_of
 from .checkpoint import STATE_FILE, resolve_checkpoint, write_checkpoint
 from .safetensors_io import read_safetensors
 
@@ -60,16 +60,6 @@ def save_sharded(weights: Dict[str, np.ndarray], plan: ShardPlan, directory: str
     plan.save(os.path.join(directory, STRATEGY_FILE))
 
 
-def param_of(key: str, plan: ShardPlan) -> Optional[str]:
-    """The parameter a checkpoint entry is cut like: itself, or `<parameter>` for optimizer state
-    `<prefix>.<parameter>` (adam_m., accu_grads., ...); None for entries of no parameter (step counters, the loss
-    scale), which every rank holds whole."""
-    if key in plan.params:
-        return key
-    name = key.split(".", 1)[-1]
-    return name if name in plan.params else None
-
-
 def rank_slices(arrays: Dict[str, np.ndarray], plan: ShardPlan, rank: int,
                 what: str = "weights") -> Dict[str, np.ndarray]:
     """Rank `rank`'s part of `arrays`: weights, or optimizer state named `<prefix>.<parameter>`.
@@ -79,7 +69,7 @@ def rank_slices(arrays: Dict[str, np.ndarray], plan: ShardPlan, rank: int,
     compiling) is kept; entries of no parameter (step counters, the loss scale) are kept as they are."""
     out = {}
     for key, value in arrays.items():
-        name = param_of(key, plan)
+        name = param_of(key, plan.params)
         if name is None:
             out[key] = value
             continue
@@ -176,7 +166,7 @@ def merge_sharded(directory: str, step_name: Optional[str] = None, file: str = S
     keys = list(plan.params) if file == SHARD_FILE else sorted({key for rank in ranks for key in shard(rank)})
     merged = {}
     for key in keys:
-        name = param_of(key, plan)
+        name = param_of(key, plan.params)
         if name is None:
             merged[key] = next(shard(rank)[key] for rank in ranks if key in shard(rank))
             continue

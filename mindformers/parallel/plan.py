@@ -245,6 +245,16 @@ class ShardPlan:
         return cls(MeshLayout(**data["layout"]), params, int(data["num_layers"]))
 
 
+def param_of(key: str, names) -> Optional[str]:
+    """The parameter (one of `names`) a checkpoint entry is cut like: itself, or `<parameter>` for optimizer state
+    `<prefix>.<parameter>` (adam_m., accu_grads., ...); None for entries of no parameter (step counters, the loss
+    scale), which every rank holds whole."""
+    if key in names:
+        return key
+    name = key.split(".", 1)[-1]
+    return name if name in names else None
+
+
 def _numel(shape) -> int:
     n = 1
     for d in shape:

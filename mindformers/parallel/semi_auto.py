@@ -22,7 +22,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..modules.layers import RMSNorm
-from .plan import MeshLayout, ShardPlan
+from .plan import MeshLayout, ShardPlan, param_of
 
 _IN_LAYER = re.compile(r"(^|\.)layers\.(\d+)(\.|$)")
 
@@ -142,7 +142,7 @@ def gather_optimizer_shards(cell: nn.Cell, arrays: Dict[str, np.ndarray]) -> Dic
     layouts = getattr(cell, "parameter_layout_dict", None) or {}
     out = dict(arrays)
     for key in sorted(arrays):
-        layout = layouts.get(key) or layouts.get(key.split(".", 1)[-1])
+        layout = layouts.get(param_of(key, layouts))
         group = layout[5] if layout is not None and len(layout) > 5 else ""
         if group:
             out[key] = ops.AllGather(group=group)(ms.Tensor(arrays[key])).asnumpy()
