@@ -218,9 +218,16 @@ def _init_distributed(config, device: str):
         kwargs = {"pipeline_stages": layout.pp,
                   "enable_parallel_optimizer": bool(parallel.get("enable_parallel_optimizer", layout.optimizer_shard)),
                   **semi_auto_dataset_keys(layout_keys)}
-    elif layout_keys:
-        logger.info("parallel.%s: no effect in data_parallel mode (MindSpore reads them under semi-auto/auto "
-                    "parallel only)", ", parallel.".join(layout_keys))
+    else:
+        if layout_keys:
+            logger.info("parallel.%s: no effect in data_parallel mode (MindSpore reads them under semi-auto/auto "
+                        "parallel only)", ", parallel.".join(layout_keys))
+        if parallel.get("enable_parallel_optimizer"):
+            # not handed to MindSpore: in data_parallel mode it takes it on Ascend only, for its own optimizers
+            # (nn.Optimizer._use_parallel_optimizer), and these optimizers do not broadcast a dp-sharded update
+            logger.info("parallel.enable_parallel_optimizer: True has no effect in data_parallel mode: every worker "
+                        "keeps the whole optimizer state (same results, more memory); it shards it under semi-auto "
+                        "parallel (Ascend)")
     ms.set_auto_parallel_context(parallel_mode=mode_name, gradients_mean=parallel.get("gradients_mean", True),
                                  device_num=device_num, **kwargs)
     return rank_id, device_num

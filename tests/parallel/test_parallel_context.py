@@ -40,6 +40,17 @@ def test_model_parallel_in_data_parallel_mode_runs_as_tensor_parallel(fake_clust
         build_context(config(0, pipeline_stage=2, micro_batch_num=2))
 
 
+def test_parallel_optimizer_in_data_parallel_mode_is_logged_as_having_no_effect(fake_cluster, caplog):
+    import mindspore as ms
+    cfg = config(0, data_parallel=2)
+    cfg.parallel.enable_parallel_optimizer = True
+    with caplog.at_level(logging.INFO, logger="mindformers"):
+        build_context(cfg)
+    assert not ms.get_auto_parallel_context("enable_parallel_optimizer")  # MindSpore refuses it on CPU here
+    assert any("enable_parallel_optimizer: True has no effect in data_parallel mode" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_semi_auto_parallel_on_cpu_names_ascend(fake_cluster):
     with pytest.raises(ValueError, match=r"semi_auto_parallel\) needs Ascend devices .*"
                                            r"python -m mindformers.parallel"):
