@@ -255,6 +255,11 @@ def _check_parallel(cfg, device: str, errors: List[str]):
             errors.append(f"{cfg.where('parallel_config', key)}: 'parallel_config.{key}: {layout.get(key)!r}' is not "
                           f"supported{here}: {mechanism} needs Ascend semi-auto parallel (use_parallel: True and "
                           f"parallel_mode: 1); set it to {default}")
+    optimizer = (cfg.get("optimizer") or {}).get("type")
+    if _int(value) > 1 and optimizer == "Adafactor":
+        errors.append(f"{cfg.where('optimizer', 'type')}: 'optimizer.type: Adafactor' is not supported with "
+                      f"parallel_config.model_parallel: {value}: its factored row/column state is not split with the "
+                      f"weights; use AdamW, or model_parallel: 1")
     pipeline = _int(layout.get("pipeline_stage")) > 1
     micro = layout.get("micro_batch_num")
     if _int(micro) > 1 and not pipeline:

@@ -203,6 +203,9 @@ def test_config_check_accepts_model_parallel_in_data_parallel_mode_only():
     with pytest.raises(ConfigError, match="'parallel_config.pipeline_stage: 2' is not supported"):
         validate_config(_tiny_config(**{"use_parallel": True, "parallel_config.model_parallel": 2,
                                         "parallel_config.pipeline_stage": 2}))
+    with pytest.raises(ConfigError, match="'optimizer.type: Adafactor' is not supported with parallel_config"):
+        validate_config(_tiny_config(**{"use_parallel": True, "parallel_config.model_parallel": 2,
+                                        "optimizer.type": "Adafactor"}))
 
 
 # ---------------------------------------------------------------------------------------------- msrun, 2 workers
