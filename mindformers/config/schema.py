@@ -152,10 +152,13 @@ SCHEMA: Dict[str, Any] = {
                                                         inert=(None, 1)),
     },
     "recompute_config": {
-        **_keys("recompute select_recompute select_comm_recompute mp_comm_recompute",
-                "parallel_optimizer_comm_recompute recompute_slice_activation select_recompute_exclude",
-                "select_comm_recompute_exclude",
-                rule=NoEffect("recomputation trades compute for memory and leaves results unchanged")),
+        "recompute": None,  # whole decoder layers (trainer/builders.apply_recompute_section)
+        "select_recompute": Refused("recomputing chosen ops is not implemented; use recompute: True for whole "
+                                    "layers", inert=(None, False, [], {})),
+        **_keys("select_comm_recompute mp_comm_recompute parallel_optimizer_comm_recompute recompute_slice_activation",
+                "select_recompute_exclude select_comm_recompute_exclude",
+                rule=NoEffect("recomputing communication or chosen ops only trades compute for memory and leaves "
+                              "results unchanged")),
     },
     "moe_config": Refused("the MoE families here read their sizes from model.model_config (num_experts, "
                           "num_experts_per_tok, ...); a top-level moe_config may only describe a dense model "

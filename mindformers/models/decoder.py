@@ -226,14 +226,21 @@ class DecoderForCausalLM(nn.Cell):
         if not config.tie_word_embeddings:
             self.lm_head = linear_factory(config)(config.hidden_size, config.vocab_size)
         self.head_matmul = ops.MatMul(transpose_b=True)
-        # Index, don't slice: slicing a CellList builds a new one, which renames the parameters ("0.mlp...").
-        for i in range(recompute_layer_count(config.parallel["recompute_config"], config.num_layers)):
-            self.model.layers[i].recompute()
+        self.apply_recompute(config.parallel["recompute_config"])
         if config.weights["checkpoint_name_or_path"]:
             self._load_named_checkpoint(config.weights["checkpoint_name_or_path"])
         # A new Cell has training=False but compile phase 'train'; MindSpore caches graphs by phase, so a
         # later set_train(True) would reuse the inference graph. Aligning both here makes the switch recompile.
         self.set_train(False)
+
+    def apply_recompute(self, recompute_config) -> int:
+        """Make the first N decoder layers recompute their activations in backward (upstream recompute_config);
+        returns N."""
+        count = recompute_layer_count(recompute_config, self.config.num_layers)
+        # Index, don't slice: slicing a CellList builds a new one, which renames the parameters ("0.mlp...").
+        for i in range(count):
+            self.model.layers[i].recompute()
+        return count
 
     def _load_named_checkpoint(self, path: str):
         if not os.path.exists(path):
@@ -311,10 +318,13 @@ class MoeForCausalLM(DecoderForCausalLM):
 
     def __init__(self, config):
         super().__init__(config)
-        if recompute_layer_count(self.config.parallel["recompute_config"], self.config.num_layers):
+        self.aux_loss_coef = float(self.config.router_aux_loss_coef)
+
+    def apply_recompute(self, recompute_config) -> int:
+        if recompute_layer_count(recompute_config, self.config.num_layers):
             # Training runs Decoder.with_aux_loss, not the layers' construct that recompute() wraps.
             raise ValueError("recompute_config.recompute is not implemented for MoE models; set recompute: False")
-        self.aux_loss_coef = float(self.config.router_aux_loss_coef)
+        return 0
 
     def construct(self, input_ids, labels=None, position_ids=None):
         if not self.training:

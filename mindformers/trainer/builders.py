@@ -15,6 +15,7 @@ from ..core.context import ensure_call_depth, parallel_mode_name
 from ..core.lr import build_grouped_lr_schedule, build_lr_schedule
 from ..core.optim import get_optimizer_grouped_parameters
 from ..modules.moe import EXPERT_LOAD
+from ..models.decoder import recompute_layer_count
 from ..models.hf import config_from_section, from_pretrained, tokenizer_from_hf
 from ..parallel import MeshLayout, ShardPlan, apply_plan
 from ..parallel.batch import StepBatch, step_batch
@@ -37,6 +38,27 @@ def build_tokenizer(config, tokenizer=None):
     if config.get("pretrained_model_dir"):
         return tokenizer_from_hf(config.pretrained_model_dir)
     return None
+
+
+def apply_recompute_section(config, network):
+    """Upstream's top-level `recompute_config` (its trainer hands it to every layer) on the built network, unless
+    model_config carries its own (applied when the model was built); the two differing is an error."""
+    section = plain(config.get("recompute_config") or {})
+    if not recompute_layer_count(section, 1):
+        return
+    own = (getattr(network.config, "parallel", None) or {}).get("recompute_config")
+    if own is not None:
+        layers = network.config.num_layers
+        if recompute_layer_count(own, layers) != recompute_layer_count(section, layers):
+            raise ValueError(f"recompute_config {section} and model.model_config.recompute_config {plain(own)} "
+                             f"differ; set one of them")
+        return
+    if not hasattr(network, "apply_recompute"):
+        raise ValueError(f"recompute_config.recompute: {type(network).__name__} has no decoder layers to recompute; "
+                         f"set recompute: False")
+    count = network.apply_recompute(section)
+    logger.info("recompute_config: %d of %d decoder layers recompute their activations in backward", count,
+                network.config.num_layers)
 
 
 def build_model(config, network=None):
@@ -62,6 +84,7 @@ def build_model(config, network=None):
         else:
             model_config = build_from_config(model_cfg, T.CONFIG)
             network = build_from_config(config.model.arch, T.MODELS, config=model_config)
+    apply_recompute_section(config, network)
     # deep models exceed MindSpore's default call depth when compiled: the limit follows the layer count
     ensure_call_depth((getattr(network.config, "num_layers", 0) or 0)
                       + (getattr(network.config, "num_nextn_predict_layers", 0) or 0))

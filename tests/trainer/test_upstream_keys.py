@@ -130,3 +130,25 @@ def test_grouped_lr_schedule_gives_matching_parameters_their_own_schedule(tmp_pa
     with pytest.raises(ValueError, match="grouped_lr_schedule replaces lr_schedule"):
         config.lr_schedule = {"type": "ConstantWarmUpLR", "learning_rate": 1e-3}
         CausalLanguageModelingTrainer().train(config, network=network)
+
+
+def _recomputed(network):
+    return [layer._recompute_cell is not None for layer in network.model.layers]
+
+
+def test_top_level_recompute_config_reaches_the_decoder_layers(caplog):
+    """Upstream puts recompute_config at the top level and its trainer hands it to every layer."""
+    import logging
+    from mindformers.trainer.builders import build_model
+    config = load_config(BASE, ["recompute_config.recompute=2"], validate=False)
+    with caplog.at_level(logging.INFO, logger="mindformers"):
+        network = build_model(config)
+    assert _recomputed(network) == [True, True, False, False]
+    assert any("2 of 4 decoder layers recompute" in r.getMessage() for r in caplog.records)
+    assert _recomputed(build_model(load_config(BASE, [], validate=False))) == [False] * 4
+    differing = load_config(BASE, ["recompute_config.recompute=True"], validate=False)
+    differing.model.model_config.recompute_config = {"recompute": 1}
+    with pytest.raises(ValueError, match="recompute_config .* and model.model_config.recompute_config .* differ"):
+        build_model(differing)
+    with pytest.raises(ConfigError, match="'recompute_config.select_recompute: True' is not supported"):
+        validate_config(load_config(BASE, ["recompute_config.select_recompute=True"], validate=False))
