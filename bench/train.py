@@ -6,6 +6,8 @@
     python bench/train.py --size smollm2-135m     # real small models' shapes (random weights): SmolLM2-135M,
     python bench/train.py --size qwen2.5-0.5b     # Qwen2.5-0.5B; --layers N runs one at reduced depth
     python bench/train.py --size 55m --gemm-floor  # also the step's matmul-only bound (bench/gemm_floor.py)
+    python bench/train.py --size qwen2.5-0.5b --recompute  # every layer recomputed in backward (HF: gradient
+                                                           # checkpointing), for memory
 
 Every implementation runs in its own subprocess (so peak RSS is its own) on the same Llama config, the same
 initial weights (ours, copied into HF by parameter name) and the same token batches, with AdamW (lr 1e-4,
@@ -43,6 +45,7 @@ _SHAPE_KEYS = ("hidden_size", "num_layers", "num_heads", "n_kv_heads", "intermed
 # --layers N / --seq N override the depth and sequence length of every size (CI runs the real shapes smaller)
 LAYERS = {"value": None}
 SEQ = {"value": None}
+RECOMPUTE = {"value": False}  # --recompute: recompute_config.recompute / HF gradient checkpointing
 
 
 def seq_length(size: str) -> int:
@@ -65,7 +68,8 @@ def model_config(size: str):
         shape["num_layers"] = LAYERS["value"]
     config_class = Qwen2Config if family(size) == "qwen2" else LlamaConfig
     return config_class(seq_length=seq_length(size), tie_word_embeddings=s.get("tie", False), initializer_range=0.02,
-                        theta=s.get("theta", 10000.0), rms_norm_eps=s.get("eps", 1e-5), **shape)
+                        theta=s.get("theta", 10000.0), rms_norm_eps=s.get("eps", 1e-5),
+                        recompute_config={"recompute": True} if RECOMPUTE["value"] else None, **shape)
 
 
 def model_class(size: str):
@@ -134,6 +138,7 @@ def run_ours_trainer(size: str, steps: int):
     config.model.model_config = {"type": type(cfg).__name__, **{k: getattr(cfg, k) for k in (
         "seq_length", "hidden_size", "num_layers", "num_heads", "n_kv_heads", "intermediate_size", "vocab_size",
         "tie_word_embeddings", "theta", "rms_norm_eps")}}
+    config.recompute_config = {"recompute": RECOMPUTE["value"]}
     config.model.arch = {"type": model_class(size).__name__}
     if s["vocab_size"] != 2048:  # the shipped tokenizer has 2048 pieces; larger vocabularies just leave ids unused
         config.model.model_config["vocab_size"] = s["vocab_size"]
@@ -163,6 +168,8 @@ def run_torch(size: str, steps: int, compiled: bool):
     no_decay = [p for n, p in hf.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-4, betas=(0.9, 0.95))
+    if RECOMPUTE["value"]:
+        hf.gradient_checkpointing_enable()
     model = torch.compile(hf) if compiled else hf
     hf.train()
     times, losses = [], []
@@ -205,10 +212,13 @@ def main():
                         "the tokens/s no fp32 step here can beat")
     p.add_argument("--layers", type=int, default=None, help="override the size's depth (e.g. a quick run)")
     p.add_argument("--seq", type=int, default=None, help="override the size's sequence length")
+    p.add_argument("--recompute", action="store_true",
+                   help="recompute every layer's activations in backward (ours: recompute_config; HF: gradient "
+                        "checkpointing): less memory, more compute")
     p.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     args = p.parse_args()
     steps = args.steps or {"tiny": 8, "55m": 8}.get(args.size, 5)
-    LAYERS["value"], SEQ["value"] = args.layers, args.seq
+    LAYERS["value"], SEQ["value"], RECOMPUTE["value"] = args.layers, args.seq, args.recompute
     if args.worker:
         worker(args.worker, args.size, steps)
         return
@@ -218,14 +228,16 @@ def main():
     cfg = model_config(args.size)
     tokens_per_step = s["batch"] * seq_length(args.size)
     load_before = machine_load()
-    depth = (["--layers", str(args.layers)] if args.layers else []) + (["--seq", str(args.seq)] if args.seq else [])
+    depth = ((["--layers", str(args.layers)] if args.layers else []) + (["--seq", str(args.seq)] if args.seq else [])
+             + (["--recompute"] if args.recompute else []))
     rows = {impl: run_json([__file__, "--size", args.size, "--steps", str(steps), "--worker", impl, *depth])
             for impl in args.impl}
     base = rows.get("torch_eager", {})
     base_speed = tokens_per_s(base, tokens_per_step) if len(base.get("times", ())) > 1 else None
     print(f"\n{type(cfg).__name__[:-6]} {args.size} ({cfg.num_layers} layers): "
           f"{cfg.num_params() / 1e6:.1f}M params, batch {s['batch']} x seq {seq_length(args.size)}, fp32, {steps} "
-          f"steps; {cpu_model()}, {os.cpu_count()} CPUs, load {load_before} before / {machine_load()} after; "
+          f"steps{', every layer recomputed' if args.recompute else ''}; {cpu_model()}, {os.cpu_count()} CPUs, "
+          f"load {load_before} before / {machine_load()} after; "
           f"MFU peak {peak / 1e9:.0f} GFLOP/s ({how})")
     print("| implementation | tokens/s | vs PyTorch eager | MFU | peak RSS (GiB) | first step (s) "
           "| loss first -> last |")
