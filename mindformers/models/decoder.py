@@ -6,6 +6,7 @@ A family is a function that builds its attention (projections, q/k norms, RoPE v
 loss and the inference entry points of the `CausalLM` contract (models/base.py). A variant is another part
 passed in, not a flag inside these classes.
 """
+import logging
 import os
 from typing import Callable, Optional, Union
 
@@ -174,6 +175,16 @@ def packed_positions_and_mask(position_ids):
     return positions, ops.logical_and(same, causal_mask(positions.shape[1]).expand_dims(0))
 
 
+_RECOMPUTE_NOTED = []
+logger = logging.getLogger("mindformers")
+
+
+def recompute_saves_memory() -> bool:
+    """Whether recomputing layers saves memory on this device: on CPU MindSpore 2.10 keeps it from doing so
+    (measured in docs/performance.md), so there it is skipped rather than paid for in speed and memory."""
+    return ms.get_context("device_target") != "CPU"
+
+
 def recompute_layer_count(recompute_config, num_layers: int) -> int:
     """How many decoder layers recompute their activations in backward (upstream `recompute_config`)."""
     if recompute_config is None:
@@ -233,10 +244,16 @@ class DecoderForCausalLM(nn.Cell):
         # later set_train(True) would reuse the inference graph. Aligning both here makes the switch recompile.
         self.set_train(False)
 
-    def apply_recompute(self, recompute_config) -> int:
+    def apply_recompute(self, recompute_config, on_cpu_too: bool = False) -> int:
         """Make the first N decoder layers recompute their activations in backward (upstream recompute_config);
-        returns N."""
+        returns N. Skipped (and logged once) where it saves no memory, unless `on_cpu_too`."""
         count = recompute_layer_count(recompute_config, self.config.num_layers)
+        if count and not (on_cpu_too or recompute_saves_memory()):
+            if not _RECOMPUTE_NOTED:
+                _RECOMPUTE_NOTED.append(True)
+                logger.info("recompute_config.recompute: has no effect on CPU (MindSpore's CPU backend saves no "
+                            "memory by recomputing layers, it only slows the step; docs/performance.md)")
+            return 0
         # Index, don't slice: slicing a CellList builds a new one, which renames the parameters ("0.mlp...").
         for i in range(count):
             self.model.layers[i].recompute()

@@ -57,8 +57,9 @@ def apply_recompute_section(config, network):
         raise ValueError(f"recompute_config.recompute: {type(network).__name__} has no decoder layers to recompute; "
                          f"set recompute: False")
     count = network.apply_recompute(section)
-    logger.info("recompute_config: %d of %d decoder layers recompute their activations in backward", count,
-                network.config.num_layers)
+    if count:
+        logger.info("recompute_config: %d of %d decoder layers recompute their activations in backward", count,
+                    network.config.num_layers)
 
 
 def build_model(config, network=None):

@@ -136,11 +136,18 @@ def _recomputed(network):
     return [layer._recompute_cell is not None for layer in network.model.layers]
 
 
-def test_top_level_recompute_config_reaches_the_decoder_layers(caplog):
-    """Upstream puts recompute_config at the top level and its trainer hands it to every layer."""
+def test_top_level_recompute_config_reaches_the_decoder_layers(caplog, monkeypatch):
+    """Upstream puts recompute_config at the top level and its trainer hands it to every layer; on CPU, where it
+    saves no memory, it is logged as having no effect instead."""
     import logging
+    from mindformers.models import decoder
     from mindformers.trainer.builders import build_model
     config = load_config(BASE, ["recompute_config.recompute=2"], validate=False)
+    monkeypatch.setattr(decoder, "_RECOMPUTE_NOTED", [])
+    with caplog.at_level(logging.INFO, logger="mindformers"):
+        assert _recomputed(build_model(config)) == [False] * 4
+    assert any("recompute_config.recompute: has no effect on CPU" in r.getMessage() for r in caplog.records)
+    monkeypatch.setattr(decoder, "recompute_saves_memory", lambda: True)  # as on Ascend
     with caplog.at_level(logging.INFO, logger="mindformers"):
         network = build_model(config)
     assert _recomputed(network) == [True, True, False, False]
