@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from mindspore import nn
 from mindspore.parallel.nn import Pipeline
+from mindspore.train import RunContext
 from safetensors.numpy import load_file
 
 from mindformers.checkpoint import load_weights
@@ -198,14 +199,6 @@ def test_sequence_parallel_norm_computes_what_rmsnorm_does(pynative_mode):
 
 
 # ------------------------------------------------------------------ per-rank checkpoints
-class _Context:
-    def __init__(self, cb):
-        self.cb = cb
-
-    def original_args(self):
-        return self.cb
-
-
 def test_semi_auto_ranks_save_their_slices_and_the_directory_merges(tmp_path):
     """Each rank's CheckpointMonitor writes checkpoint/rank_<r>/<prefix>-step<N>/ with its slices of the weights
     and AdamW moments, beside checkpoint/strategy.json; load_checkpoint on checkpoint/ merges them bit-exactly."""
@@ -216,7 +209,7 @@ def test_semi_auto_ranks_save_their_slices_and_the_directory_merges(tmp_path):
     for rank in range(4):  # what every rank does at step 3 (the full weights are cut as its slices would be)
         cb = CallbackParams(cur_step_num=3, cur_epoch_num=1, net_outputs=1.5, network=net, optimizer=optimizer,
                             train_network=optimizer, rank_id=rank, output_dir=str(tmp_path))
-        CheckpointMonitor(save_checkpoint_steps=3).on_train_step_end(_Context(cb))
+        CheckpointMonitor(save_checkpoint_steps=3).on_train_step_end(RunContext(cb))
     root = tmp_path / "checkpoint"
     assert sorted(os.listdir(root)) == ["rank_0", "rank_1", "rank_2", "rank_3", "strategy.json"]
     assert json.loads((root / "strategy.json").read_text())["layout"]["pp"] == 2

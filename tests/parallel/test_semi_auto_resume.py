@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from mindspore import Tensor
+from mindspore.train import RunContext
 from safetensors.numpy import load_file
 
 from mindformers.checkpoint import find_resume_checkpoint, load_train_state, read_state, snapshot
@@ -36,14 +37,6 @@ def planned_step():
     return net, step
 
 
-class _Context:
-    def __init__(self, cb):
-        self.cb = cb
-
-    def original_args(self):
-        return self.cb
-
-
 @pytest.fixture(scope="module")
 def saved_run(pynative_mode, tmp_path_factory):
     """checkpoint/ of a run saved at steps 2 and 3 by every rank; the whole state (weights, train-step state) at
@@ -59,7 +52,7 @@ def saved_run(pynative_mode, tmp_path_factory):
         for rank in range(4):  # each rank cuts its slices of the (here whole) state
             cb = CallbackParams(cur_step_num=n, cur_epoch_num=1, net_outputs=1.5, network=net, optimizer=step.optimizer,
                                 train_network=step, rank_id=rank, output_dir=str(out), consumed_samples=2 * n)
-            CheckpointMonitor(save_checkpoint_steps=1).on_train_step_end(_Context(cb))
+            CheckpointMonitor(save_checkpoint_steps=1).on_train_step_end(RunContext(cb))
     return out / "checkpoint", full
 
 

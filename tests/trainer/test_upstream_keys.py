@@ -4,6 +4,7 @@ import os
 import time
 
 import pytest
+from mindspore.train import RunContext
 
 from mindformers.checkpoint import find_resume_checkpoint
 from mindformers.config import ConfigError, MindFormerConfig, load_config, validate_config
@@ -55,14 +56,6 @@ def test_load_ckpt_format_must_match_the_weights_file(tmp_path):
         load_weights(None, str(weights), expected_format="ckpt")
 
 
-class _Context:
-    def __init__(self, cb):
-        self.cb = cb
-
-    def original_args(self):
-        return self.cb
-
-
 def test_eval_epoch_interval_evaluates_at_epoch_ends(monkeypatch):
     import mindformers.evaluation.during_training as during_training
     monkeypatch.setattr(during_training, "score_dataset", lambda net, ds: {"loss": 1.0, "perplexity": 2.7, "tokens": 1})
@@ -70,9 +63,9 @@ def test_eval_epoch_interval_evaluates_at_epoch_ends(monkeypatch):
     cb = MindFormerConfig({"cur_step_num": 0, "cur_epoch_num": 1})
     for step in range(1, 13):   # 3 steps an epoch, 4 epochs
         cb.cur_step_num, cb.cur_epoch_num = step, (step - 1) // 3 + 1
-        callback.on_train_step_end(_Context(cb))
+        callback.on_train_step_end(RunContext(cb))
         if step % 3 == 0:
-            callback.on_train_epoch_end(_Context(cb))
+            callback.on_train_epoch_end(RunContext(cb))
     assert [r["step"] for r in callback.results] == [6, 12]
 
 
