@@ -5,9 +5,9 @@ only at an inert value, `NoEffect` for a speed hint logged once, `FREE` for an o
 mapping with a `type:` whose other keys must be accepted by the registered class, or `ListOf`.
 """
 import difflib
-import logging
 from typing import Any, Dict, List
 
+from ..tools.logger import log_once
 from ..tools.register import MindFormerModuleType as T
 from ..tools.register import MindFormerRegister
 from ..tools.register.register import accepted_kwargs
@@ -15,7 +15,6 @@ from .loader import ConfigError
 from .types import annotations, plain_type, type_problem
 
 FREE = "free"
-logger = logging.getLogger("mindformers")
 
 
 class Typed:
@@ -214,7 +213,6 @@ def validate_config(cfg, run: bool = True) -> None:
         raise ConfigError("\n".join(errors))
 
 
-_NOTED = set()
 # the schema for planning a layout: parallel_config's refused keys are what the planner is there to show
 _PLANNING_SCHEMA = {**SCHEMA, "parallel_config": {k: None for k in SCHEMA["parallel_config"]}}
 # top-level sections of upstream's newer (pynative, torchtitan-style) config form
@@ -316,9 +314,8 @@ def _check(value, schema, path, cfg, errors, device):
                           f"{' on ' + device if schema.devices else ''}: {schema.why}")
         return
     if isinstance(schema, NoEffect):
-        if _applies(schema, device) and value not in (None, False) and path[-1:] and _dotted(path) not in _NOTED:
-            _NOTED.add(_dotted(path))
-            logger.info("%s: has no effect on %s (%s)", _dotted(path), device, schema.why)
+        if _applies(schema, device) and value not in (None, False) and path[-1:]:
+            log_once(_dotted(path), "%s: has no effect on %s (%s)", _dotted(path), device, schema.why)
         return
     if schema is None and value is not None:
         problem = type_problem(value, plain_type(path), _dotted(path), cfg.where(*path))

@@ -29,6 +29,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from ..tools.logger import log_once
 from ..tools.paths import REPO_ROOT
 from ..tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
 from ..tools.textfile import check_utf8
@@ -50,14 +51,9 @@ _BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow":
 _DATASET_METHODS = ("take", "skip", "shuffle", "select_columns", "remove_columns", "rename_column",
                     "rename_columns", "sort", "flatten")
 _HANDLER_TOKENIZER_KEYS = ("trust_remote_code", "padding_side")
-_logged = set()
-
-
 def log_no_effect(key: str, reason: str) -> None:
     """Log once per process that a speed/placement hint `key` changes nothing here."""
-    if key not in _logged:
-        _logged.add(key)
-        logger.info("%s has no effect on this backend: %s", key, reason)
+    log_once(("data loader", key), "%s has no effect on this backend: %s", key, reason)
 
 
 def pick_columns(requested: Optional[Sequence[str]], natural: List[str], needed: Sequence[str],

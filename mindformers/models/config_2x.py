@@ -11,17 +11,15 @@ field), one of:
   hint  - speed/layout only, the result is the same: logged once as having no effect on the device.
 `translate_2x` applies it; the HF path (hf/pretrained.py) calls it for type-less model_configs.
 """
-import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import mindspore as ms
 
+from mindformers.tools.logger import log_once
 from mindformers.tools.register.register import accepted_kwargs
 
 from .base import check_dtype
-
-logger = logging.getLogger("mindformers")
 
 Check = Callable[[Any, dict, type], bool]  # (value, merged our-vocabulary kwargs + raw model_config, class)
 
@@ -265,13 +263,9 @@ _hint("the tokenizer comes from processor / pretrained_model_dir", "auto_map")
 _hint("monitoring output that is not produced here", "print_separate_loss print_expert_load callback_moe_droprate",
       "track_max_attention_logit expert_relocation_initial_iteration expert_relocation_freq")
 
-_LOGGED = set()
-
 
 def _hint_once(key: str, why: str, device: str):
-    if (key, device) not in _LOGGED:
-        _LOGGED.add((key, device))
-        logger.info("model_config.%s has no effect on %s: %s", key, device, why)
+    log_once(("model_config 2.x", key, device), "model_config.%s has no effect on %s: %s", key, device, why)
 
 
 def _refuse(key, value, why):

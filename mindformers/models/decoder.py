@@ -6,7 +6,6 @@ A family is a function that builds its attention (projections, q/k norms, RoPE v
 loss and the inference entry points of the `CausalLM` contract (models/base.py). A variant is another part
 passed in, not a flag inside these classes.
 """
-import logging
 import os
 from typing import Callable, Optional, Union
 
@@ -17,6 +16,7 @@ from mindformers.modules import CausalSelfAttention, Embedding, Linear, RMSNorm,
     causal_mask
 
 from ..checkpoint import load_weights
+from ..tools.logger import log_once
 from .base import DTYPES, BaseConfig, CausalLMLoss, check_dtypes_on_device
 
 _DTYPE_KEYS = ("compute_dtype", "layernorm_compute_type", "softmax_compute_type", "rotary_dtype",
@@ -175,10 +175,6 @@ def packed_positions_and_mask(position_ids):
     return positions, ops.logical_and(same, causal_mask(positions.shape[1]).expand_dims(0))
 
 
-_RECOMPUTE_NOTED = []
-logger = logging.getLogger("mindformers")
-
-
 def recompute_saves_memory() -> bool:
     """Whether recomputing layers saves memory on this device: on CPU MindSpore 2.10 keeps it from doing so
     (measured in docs/performance.md), so there it is skipped rather than paid for in speed and memory."""
@@ -249,10 +245,8 @@ class DecoderForCausalLM(nn.Cell):
         returns N. Skipped (and logged once) where it saves no memory, unless `on_cpu_too`."""
         count = recompute_layer_count(recompute_config, self.config.num_layers)
         if count and not (on_cpu_too or recompute_saves_memory()):
-            if not _RECOMPUTE_NOTED:
-                _RECOMPUTE_NOTED.append(True)
-                logger.info("recompute_config.recompute: has no effect on CPU (MindSpore's CPU backend saves no "
-                            "memory by recomputing layers, it only slows the step; docs/performance.md)")
+            log_once("recompute on CPU", "recompute_config.recompute: has no effect on CPU (MindSpore's CPU backend "
+                     "saves no memory by recomputing layers, it only slows the step; docs/performance.md)")
             return 0
         # Index, don't slice: slicing a CellList builds a new one, which renames the parameters ("0.mlp...").
         for i in range(count):
@@ -337,7 +331,7 @@ class MoeForCausalLM(DecoderForCausalLM):
         super().__init__(config)
         self.aux_loss_coef = float(self.config.router_aux_loss_coef)
 
-    def apply_recompute(self, recompute_config) -> int:
+    def apply_recompute(self, recompute_config, on_cpu_too: bool = False) -> int:
         if recompute_layer_count(recompute_config, self.config.num_layers):
             # Training runs Decoder.with_aux_loss, not the layers' construct that recompute() wraps.
             raise ValueError("recompute_config.recompute is not implemented for MoE models; set recompute: False")

@@ -4,6 +4,15 @@ import os
 import sys
 
 logger = logging.getLogger("mindformers")
+LOGGED_ONCE = set()  # keys log_once has logged in this process
+
+
+def log_once(key, message: str, *args) -> None:
+    """logger.info(message, *args) the first time `key` comes in this process: a setting's "has no effect" note is
+    said once per run, not at every model or dataset build."""
+    if key not in LOGGED_ONCE:
+        LOGGED_ONCE.add(key)
+        logger.info(message, *args)
 
 
 def setup_logging(output_dir: str = None, rank_id: int = 0, level: int = logging.INFO):

@@ -103,9 +103,9 @@ def test_table_covers_every_upstream_key():
     assert all(rule.why for rule in TABLE.values() if rule.kind in ("fixed", "hint"))
 
 
-def test_finetune_qwen3_model_config_builds_fp32_on_cpu_with_one_notice(caplog):
-    from mindformers.models import config_2x
-    config_2x._LOGGED.clear()  # hints are logged once per process: an earlier test may have logged this one
+def test_finetune_qwen3_model_config_builds_fp32_on_cpu_with_one_notice(caplog, monkeypatch):
+    from mindformers.tools import logger as log
+    monkeypatch.setattr(log, "LOGGED_ONCE", set())  # logged once per process: an earlier test may have logged it
     with caplog.at_level(logging.INFO, logger="mindformers"):
         net = from_pretrained(QWEN3, **FINETUNE_QWEN3)
     config = net.config

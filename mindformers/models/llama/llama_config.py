@@ -1,15 +1,14 @@
 """LlamaConfig: the `model.model_config` section of a Llama YAML (upstream key names and defaults)."""
-import logging
 import numbers
 from typing import Optional, Union
 
 from mindformers.modules import check_extend_method, from_rope_scaling, llama_ffn_hidden_size, rope_tables
 from mindformers.pet import LoraConfig
+from mindformers.tools.logger import log_once
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 from ..base import BaseConfig, boolean, check_dtype, positive_int, positive_number
 
-logger = logging.getLogger("mindformers")
 
 # Non-default values of these keys select features this project does not have: each fails loudly.
 _UNSUPPORTED = {
@@ -24,7 +23,6 @@ _NO_EFFECT = {
                           "computes the same outputs"),
     "fine_grain_interleave": (1, "fine-grained interleaving only overlaps model-parallel communication"),
 }
-_NOTED = set()
 
 # Keys upstream keeps in model_config that are not the architecture, by the section of the built config that
 # holds them: `generation` (defaults for generate), `parallel` (read by the trainer and the model build),
@@ -124,9 +122,8 @@ class LlamaConfig(BaseConfig):
             if args[key] != default:
                 raise ValueError(f"model_config.{key}={args[key]!r} is not supported: {why}")
         for key, (default, why) in _NO_EFFECT.items():
-            if args[key] != default and key not in _NOTED:
-                _NOTED.add(key)
-                logger.info("model_config.%s: has no effect here (%s)", key, why)
+            if args[key] != default:
+                log_once(f"model_config.{key}", "model_config.%s: has no effect here (%s)", key, why)
         offsets = offset if isinstance(offset, (list, tuple)) else [offset]
         if any(o != 0 for o in offsets):
             raise ValueError(f"model_config.offset={offset!r} is not supported: it moves layers between pipeline "
